@@ -1,0 +1,329 @@
+"""Configuration: compose YAML groups, apply ``key=value`` overrides, validate against dataclasses.
+
+``load_config(["method=moco", "backbone=resnet18", "optim.lr=0.03"])`` composes, in increasing priority:
+
+1. ``configs/base.yaml`` (its ``defaults:`` names one file per group),
+2. the group files chosen (command line beats the method file's ``defaults:`` beats base's),
+3. the method file's ``overrides:`` (dotted keys a method needs, e.g. ``data.num_views: 2``),
+4. dotted ``key=value`` overrides from the command line.
+
+The result is validated against :class:`Config`; the ``method`` node against the dataclass the method
+registered (``ssl_video.methods.registry``). An unknown key or a wrong type raises :class:`ConfigError` with
+one line naming the key (and the closest valid key / the expected type).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+GROUPS = ("method", "backbone", "data", "eval", "launch")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, described in one line."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Schema. Each section is owned by one part of the library; ``method`` is validated per method (registry).
+# ----------------------------------------------------------------------------------------------------------
+@dataclass
+class MethodConfig:
+    """Fields every method has; methods subclass this (see ``ssl_video.methods``)."""
+
+    name: str = "walk_superpixel"
+
+
+@dataclass
+class BackboneConfig:
+    name: str = "resnet18"  # resnet18 | resnet18_s8 | resnet18_gru | x3d_xs
+    gru_hidden: int = 512
+    gru_layers: int = 1
+    zero_init_residual: bool = False
+
+
+@dataclass
+class DataConfig:
+    name: str = "synthetic"
+    root: str = "shards/synthetic/kinetics/train"  # a shard set: a folder with manifest.json and its shards
+    sampling: str = "clip"  # clip: T frames at a stride | frames: N independent frames of a video
+    clip_len: int = 4
+    frame_stride: int = 4
+    num_frames: int = 8  # frames mode
+    num_views: int = 1
+    positive: str = "same_clip"  # same_clip | other_camera (hard positives)
+    crop_size: int = 256
+    augment: str = "walk"  # walk | judo | none
+    gpu_augment: bool = False
+    superpixels: str | None = "slic"  # algorithm whose maps travel with the frames; null: none
+    max_superpixels: int = 64
+    epoch_length: int = 100  # batches per rank per epoch: equal on every rank by construction
+    shuffle_buffer: int = 64
+    num_workers: int = 2
+    decoder: str = "auto"  # auto | cpu | gpu
+
+
+@dataclass
+class SuperpixelConfig:
+    """Superpixel algorithms computed at pack time: ``{algo: {param: value}}`` (skimage names)."""
+
+    algos: dict[str, Any] = field(
+        default_factory=lambda: {"slic": {"n_segments": 64, "compactness": 10.0, "start_label": 0}}
+    )
+    frame_stride: int = 1
+
+
+@dataclass
+class PackConfig:
+    """``tools/make_shards.py``: transcoding, sharding, splits."""
+
+    input: str = ""
+    kind: str = "kinetics"  # kinetics | takes | filelist
+    annotations: str = ""  # Kinetics CSV or a file list
+    output: str = "shards/out"
+    short_side: int = 256
+    fps: float = 25.0
+    gop: int = 8
+    crf: int = 23
+    max_frames: int = 300
+    shard_size: int = 64
+    workers: int = 1
+    background_ratio: float = 0.15
+    split_ratios: list[float] = field(default_factory=lambda: [0.7, 0.2, 0.1])
+    seed: int = 0
+    strict: bool = False
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"  # sgd | adam | adamw | lars
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    warmup_steps: int = 0
+    schedule: str = "cosine"  # cosine | constant | step
+    step_milestones: list[int] = field(default_factory=list)
+    grad_clip: float | None = None
+    lars_eta: float = 0.001
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000
+    batch_size: int = 8  # per rank
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    amp: bool = True  # bf16 autocast, on CUDA only
+    channels_last: bool = False
+    compile: bool = False
+    deterministic: bool = False
+    out_dir: str = "runs/default"
+    log_every: int = 10
+    image_every: int = 200
+    ckpt_every: int = 500
+    keep_last: int = 3
+    resume: bool = True
+
+
+@dataclass
+class LaunchConfig:
+    nodes: int = 1
+    gpus_per_node: int = 0
+    tasks_per_node: int = 1
+    cpus_per_task: int = 2
+    mem_gb: int = 16
+    timeout_min: int = 60
+    partition: str = ""
+    max_num_timeout: int = 3
+    slurm_additional_parameters: dict[str, Any] = field(default_factory=dict)
+    folder: str = "runs/submitit"
+
+
+@dataclass
+class EvalConfig:
+    name: str = "davis"
+    checkpoint: str = ""
+    out_dir: str = "runs/eval"
+    params: dict[str, Any] = field(default_factory=dict)  # the evaluation's own settings (see configs/eval)
+
+
+@dataclass
+class Config:
+    method: MethodConfig = field(default_factory=MethodConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    superpixels: SuperpixelConfig = field(default_factory=SuperpixelConfig)
+    pack: PackConfig = field(default_factory=PackConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Composition
+# ----------------------------------------------------------------------------------------------------------
+def _read_yaml(path: Path) -> DictConfig:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        node = OmegaConf.load(path)
+    except Exception as exc:  # yaml errors are multi-line; keep the first line
+        raise ConfigError(f"cannot parse {path}: {str(exc).splitlines()[0]}") from None
+    return node if node is not None else OmegaConf.create({})
+
+
+def _group_file(group: str, choice: str, config_dir: Path) -> Path:
+    path = config_dir / group / f"{choice}.yaml"
+    if not path.is_file():
+        options = sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
+        hint = difflib.get_close_matches(choice, options, n=1)
+        extra = f" (did you mean '{hint[0]}'?)" if hint else ""
+        raise ConfigError(f"unknown {group} '{choice}'{extra}; choose from: {', '.join(options)}")
+    return path
+
+
+def _split_overrides(overrides: list[str]) -> tuple[dict[str, str], list[str]]:
+    choices, dotted = {}, []
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form key=value")
+        key, value = item.split("=", 1)
+        if key in GROUPS:
+            choices[key] = value
+        else:
+            dotted.append(item)
+    return choices, dotted
+
+
+def _all_keys(node: Any, prefix: str = "") -> list[str]:
+    keys = []
+    if dataclasses.is_dataclass(node):
+        for f in dataclasses.fields(node):
+            full = f"{prefix}{f.name}"
+            keys.append(full)
+            keys += _all_keys(getattr(node, f.name), full + ".")
+    return keys
+
+
+def _explain(exc: OmegaConfBaseException, schema: Config, value_hint: dict[str, str]) -> ConfigError:
+    """Turn an omegaconf error into one line naming the key."""
+    key = getattr(exc, "full_key", None) or "?"
+    if isinstance(exc, ConfigKeyError) or "Key '" in str(exc) and "not in" in str(exc):
+        candidates = _all_keys(schema)
+        hint = difflib.get_close_matches(key, candidates, n=1, cutoff=0.5)
+        extra = f" (did you mean '{hint[0]}'?)" if hint else ""
+        return ConfigError(f"unknown config key '{key}'{extra}")
+    if isinstance(exc, ValidationError):
+        expected = _expected_type(schema, key)
+        value = value_hint.get(key, getattr(exc, "value", "?"))
+        return ConfigError(f"config key '{key}' got {value!r}, expected {expected}")
+    return ConfigError(f"config key '{key}': {str(exc).splitlines()[0]}")
+
+
+def _expected_type(schema: Any, key: str) -> str:
+    node = schema
+    for part in key.split("."):
+        fields_ = {f.name: f for f in dataclasses.fields(node)} if dataclasses.is_dataclass(node) else {}
+        if part not in fields_:
+            return "another type"
+        annotation = fields_[part].type
+        node = getattr(node, part)
+    return str(annotation)
+
+
+def method_schema(name: str) -> type[MethodConfig]:
+    """The dataclass registered for method ``name`` (imports the method registry lazily)."""
+    from ssl_video.methods import registry
+
+    return registry.config_class(name)
+
+
+def load_config(overrides: list[str] | None = None, config_dir: str | Path | None = None) -> DictConfig:
+    """Compose and validate the configuration; see the module docstring for the order."""
+    config_dir = Path(config_dir) if config_dir else CONFIG_DIR
+    choices, dotted = _split_overrides(list(overrides or []))
+
+    base = _read_yaml(config_dir / "base.yaml")
+    defaults = dict(OmegaConf.to_container(base.pop("defaults", OmegaConf.create({}))))
+    defaults.update({k: v for k, v in choices.items() if k == "method"})
+    method_file = _read_yaml(_group_file("method", defaults["method"], config_dir))
+    method_defaults = OmegaConf.to_container(method_file.pop("defaults", OmegaConf.create({})))
+    method_overrides = method_file.pop("overrides", OmegaConf.create({}))
+    defaults.update(method_defaults)
+    defaults.update(choices)
+
+    composed = OmegaConf.merge(base, {"method": method_file})
+    for group in GROUPS:
+        if group != "method" and defaults.get(group):
+            composed = OmegaConf.merge(composed, {group: _read_yaml(_group_file(group, defaults[group], config_dir))})
+    composed = OmegaConf.merge(composed, method_overrides)
+    value_hint = {}
+    for item in dotted:
+        key, value = item.split("=", 1)
+        value_hint[key] = value
+    composed = OmegaConf.merge(composed, OmegaConf.from_dotlist(dotted))
+    return validate(composed, value_hint, choices=defaults)
+
+
+def validate(raw: DictConfig | dict, value_hint: dict[str, str] | None = None, choices: dict | None = None) -> DictConfig:
+    """Merge ``raw`` into the structured schema; raise :class:`ConfigError` naming the first bad key."""
+    raw = raw if isinstance(raw, DictConfig) else OmegaConf.create(raw)
+    method_name = OmegaConf.select(raw, "method.name") or MethodConfig.name
+    try:
+        method_cls = method_schema(method_name)
+    except KeyError as exc:
+        raise ConfigError(str(exc.args[0])) from None
+    schema = Config(method=method_cls())
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(schema), raw)
+    except OmegaConfBaseException as exc:
+        raise _explain(exc, schema, value_hint or {}) from None
+    if choices:
+        cfg_choices = {k: v for k, v in choices.items() if k in GROUPS}
+        OmegaConf.set_struct(cfg, False)
+        cfg["_choices"] = cfg_choices  # recorded so a saved config says which files it came from
+        OmegaConf.set_struct(cfg, True)
+    OmegaConf.set_readonly(cfg, False)
+    return cfg
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def save_config(cfg: DictConfig, path: str | Path) -> None:
+    """Write the resolved config (atomically: a reader never sees half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(to_yaml(cfg), encoding="utf-8")
+    tmp.replace(path)
+
+
+def config_from_yaml(text: str) -> DictConfig:
+    """Rebuild a validated config from a saved YAML string (checkpoints, job folders)."""
+    raw = OmegaConf.create(text)
+    choices = raw.pop("_choices", None)
+    return validate(raw, choices=OmegaConf.to_container(choices) if choices is not None else None)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m ssl_video.config method=moco optim.lr=0.1``: print the resolved config."""
+    try:
+        print(to_yaml(load_config(sys.argv[1:] if argv is None else argv)))
+    except ConfigError as exc:
+        sys.exit(f"error: {exc}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Data: synthetic generators, shard packing, decoding, sampling, augmentation, superpixels, loader."""

@@ -1,0 +1,99 @@
+"""Config composition, overrides and the one-line errors."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+
+import pytest
+from omegaconf import OmegaConf
+
+from ssl_video.config import CONFIG_DIR, ConfigError, MethodConfig, config_from_yaml, load_config, to_yaml
+from ssl_video.methods.base import Method
+from ssl_video.methods.registry import register
+
+
+@dataclass
+class ProbeConfig(MethodConfig):
+    name: str = "probe_method"
+    temperature: float = 0.2
+    queue_size: int = 16
+
+
+@register("probe_method", ProbeConfig)
+class ProbeMethod(Method):
+    pass
+
+
+@pytest.fixture()
+def config_dir(tmp_path):
+    """The real configs plus one method file that chooses another backbone and overrides a data key."""
+    root = tmp_path / "configs"
+    shutil.copytree(CONFIG_DIR, root)
+    (root / "method" / "probe_method.yaml").write_text(
+        "defaults: {backbone: resnet18}\n"
+        "overrides: {data: {num_views: 2}}\n"
+        "name: probe_method\ntemperature: 0.5\n"
+    )
+    return root
+
+
+def test_groups_compose_and_overrides_apply_in_order(config_dir):
+    cfg = load_config(["method=probe_method", "optim.lr=0.03", "data=takes"], config_dir=config_dir)
+    assert cfg.method.name == "probe_method"
+    assert cfg.method.temperature == 0.5  # method file beats the dataclass default
+    assert cfg.method.queue_size == 16  # dataclass default kept
+    assert cfg.backbone.name == "resnet18"  # the method file's group choice beats base.yaml's
+    assert cfg.data.name == "takes" and cfg.data.positive == "other_camera"  # command-line group choice
+    assert cfg.data.num_views == 2  # the method's overrides apply after the data file
+    assert cfg.optim.lr == pytest.approx(0.03)
+    assert cfg._choices.data == "takes"
+
+
+def test_command_line_group_choice_beats_method_default(config_dir):
+    cfg = load_config(["method=probe_method", "backbone=resnet18_s8"], config_dir=config_dir)
+    assert cfg.backbone.name == "resnet18_s8"
+
+
+def test_dotted_override_beats_method_override(config_dir):
+    cfg = load_config(["method=probe_method", "data.num_views=3"], config_dir=config_dir)
+    assert cfg.data.num_views == 3
+
+
+def test_unknown_key_names_it_and_the_closest_key(config_dir):
+    with pytest.raises(ConfigError, match=r"unknown config key 'optim\.lrr' \(did you mean 'optim\.lr'\?\)"):
+        load_config(["method=probe_method", "optim.lrr=0.1"], config_dir=config_dir)
+
+
+def test_unknown_method_key_is_named(config_dir):
+    with pytest.raises(ConfigError, match=r"unknown config key 'method\.temprature' \(did you mean 'method\.temperature'"):
+        load_config(["method=probe_method", "method.temprature=0.1"], config_dir=config_dir)
+
+
+def test_wrong_type_names_key_value_and_expected_type(config_dir):
+    with pytest.raises(ConfigError) as err:
+        load_config(["method=probe_method", "train.steps=many"], config_dir=config_dir)
+    msg = str(err.value)
+    assert "train.steps" in msg and "'many'" in msg and "int" in msg
+    assert "\n" not in msg
+
+
+def test_unknown_group_choice_suggests(config_dir):
+    with pytest.raises(ConfigError, match=r"unknown backbone 'resnet81' \(did you mean 'resnet18'\?\)"):
+        load_config(["method=probe_method", "backbone=resnet81"], config_dir=config_dir)
+
+
+def test_unknown_method_suggests(config_dir):
+    with pytest.raises(ConfigError, match="unknown method"):
+        load_config(["method=no_such_method"], config_dir=config_dir)
+
+
+def test_malformed_override_is_one_line(config_dir):
+    with pytest.raises(ConfigError, match="not of the form key=value"):
+        load_config(["optim.lr"], config_dir=config_dir)
+
+
+def test_saved_yaml_round_trips(config_dir):
+    cfg = load_config(["method=probe_method", "optim.lr=0.07"], config_dir=config_dir)
+    again = config_from_yaml(to_yaml(cfg))
+    assert OmegaConf.to_container(again) == OmegaConf.to_container(cfg)
