@@ -275,7 +275,9 @@ def load_config(overrides: list[str] | None = None, config_dir: str | Path | Non
     return validate(composed, value_hint, choices=defaults)
 
 
-def validate(raw: DictConfig | dict, value_hint: dict[str, str] | None = None, choices: dict | None = None) -> DictConfig:
+def validate(
+    raw: DictConfig | dict, value_hint: dict[str, str] | None = None, choices: dict | None = None
+) -> DictConfig:
     """Merge ``raw`` into the structured schema; raise :class:`ConfigError` naming the first bad key."""
     raw = raw if isinstance(raw, DictConfig) else OmegaConf.create(raw)
     method_name = OmegaConf.select(raw, "method.name") or MethodConfig.name

@@ -66,7 +66,8 @@ def test_unknown_key_names_it_and_the_closest_key(config_dir):
 
 
 def test_unknown_method_key_is_named(config_dir):
-    with pytest.raises(ConfigError, match=r"unknown config key 'method\.temprature' \(did you mean 'method\.temperature'"):
+    expected = r"unknown config key 'method\.temprature' \(did you mean 'method\.temperature'"
+    with pytest.raises(ConfigError, match=expected):
         load_config(["method=probe_method", "method.temprature=0.1"], config_dir=config_dir)
 
 
