@@ -91,9 +91,10 @@ class PackConfig:
     output: str = "shards/out"
     short_side: int = 256
     fps: float = 25.0
-    gop: int = 8
+    gop: int = 8  # keyframe every gop frames: a random clip decodes at most gop-1 extra frames
     crf: int = 23
-    max_frames: int = 300
+    preset: str = "veryfast"  # x264 speed/size trade-off
+    max_frames: int = 300  # per video / take after alignment; 0: no limit
     shard_size: int = 64
     workers: int = 1
     background_ratio: float = 0.15

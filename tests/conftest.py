@@ -29,3 +29,46 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords and not has_cuda:
             item.add_marker(skip_gpu)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# SHARED TEST FIXTURES (owner: packing). Session-scoped: built once, read-only for tests.
+# ----------------------------------------------------------------------------------------------------------------
+FIXTURE_PACK = {"short_side": 128, "fps": 25.0, "max_frames": 64}  # native size of the small synthetic videos
+FIXTURE_SUPERPIXELS = {"algos": {"slic": {"n_segments": 32, "compactness": 10.0, "start_label": 0}}, "frame_stride": 4}
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory) -> Path:
+    """``make_all(root, seed=0, small=True)``: ``root/{davis,kinetics,takes}`` (128x128, 25 fps)."""
+    from ssl_video.data.synthetic import make_all
+
+    root = tmp_path_factory.mktemp("synthetic")
+    make_all(root, seed=0, small=True)
+    return root
+
+
+def _pack_fixture(out: Path, **pack) -> Path:
+    from ssl_video.config import PackConfig, SuperpixelConfig
+    from ssl_video.data.packing import pack as run_pack
+
+    run_pack(PackConfig(output=str(out), **FIXTURE_PACK, **pack), SuperpixelConfig(**FIXTURE_SUPERPIXELS),
+             progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def kinetics_shards(synthetic_root, tmp_path_factory) -> Path:
+    """Folder with shard sets ``train/`` and ``val/`` (9 clips each, 3 classes, 4 clips per shard): 32 frames of
+    128x128 at 25 fps, ``sp.slic.npz`` at frame_index 0, 4, 8, ... (frame stride 4, ~32 segments)."""
+    kin = synthetic_root / "kinetics"
+    return _pack_fixture(tmp_path_factory.mktemp("kinetics_shards"), kind="kinetics", input=str(kin),
+                         annotations=f"{kin / 'train.csv'},{kin / 'val.csv'}", shard_size=4)
+
+
+@pytest.fixture(scope="session")
+def takes_shards(synthetic_root, tmp_path_factory) -> Path:
+    """Folder with shard sets ``train/`` (4 takes), ``val/`` (1), ``test/`` (1): 3 synchronized views each
+    (``view<k>.mp4``, ``view<k>.sp.slic.npz`` at frame stride 4), per-frame labels, 2 takes per shard."""
+    return _pack_fixture(tmp_path_factory.mktemp("takes_shards"), kind="takes", input=str(synthetic_root / "takes"),
+                         shard_size=2)
