@@ -1,0 +1,227 @@
+"""The trainer: one code path for a plain process (CPU / one GPU), torchrun and SLURM (submitit).
+
+``python -m ssl_video.train method=walk_superpixel data=synthetic train.steps=30 train.out_dir=runs/demo``
+
+Per step: batch -> ``method(batch)`` -> ``{"loss", ...}`` -> backward -> clip -> optimiser -> schedule ->
+``method.on_train_step_end(step)``. Checkpoints (atomic) every ``train.ckpt_every`` steps, at the end, and on
+SIGUSR2/SIGTERM (then exit so SLURM requeues). A non-finite loss stops the run before the weights change, so the last
+checkpoint stays good. Resume restores model, optimiser, schedule, step and RNG states, and the data order continues
+exactly: the loader is a pure function of (seed, epoch, rank), so the trainer rebuilds the epoch and skips the batches
+already done. Only rank 0 writes TensorBoard and checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from ssl_video import checkpoint as ckpt
+from ssl_video.config import ConfigError, load_config, save_config, to_yaml
+from ssl_video.distributed import DistInfo, init_distributed
+from ssl_video.methods.registry import build_method
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or inf; the run stops and the last checkpoint is kept."""
+
+
+def build_optimizer(params, cfg) -> torch.optim.Optimizer:
+    o = cfg.optim
+    if o.name == "sgd":
+        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    if o.name in ("adam", "adamw"):
+        cls = torch.optim.Adam if o.name == "adam" else torch.optim.AdamW
+        return cls(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+    raise ConfigError(f"optim.name '{o.name}' is not supported (sgd | adam | adamw)")
+
+
+def lr_factor(step: int, cfg) -> float:
+    """Linear warmup then cosine / constant / step decay, as a factor of ``optim.lr``."""
+    o, total = cfg.optim, max(1, cfg.train.steps)
+    if step < o.warmup_steps:
+        return (step + 1) / o.warmup_steps
+    if o.schedule == "cosine":
+        progress = (step - o.warmup_steps) / max(1, total - o.warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    if o.schedule == "step":
+        return 0.1 ** sum(step >= m for m in o.step_milestones)
+    return 1.0
+
+
+class Stop:
+    """SIGUSR2 / SIGTERM ask for a checkpoint at the end of the current step, then an exit."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        for sig in (signal.SIGUSR2, signal.SIGTERM):
+            signal.signal(sig, self._handler)
+
+    def _handler(self, signum, frame) -> None:
+        self.requested = True
+
+
+def _device(cfg, info: DistInfo) -> torch.device:
+    if cfg.train.device == "cuda" or (cfg.train.device == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda", info.local_rank)
+    return torch.device("cpu")
+
+
+def _to(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def train(cfg, loader_fn=None) -> dict:
+    """Run (or resume) the training described by ``cfg``; returns ``{"step", "loss"}`` of the last step."""
+    info = init_distributed(cfg.train.device)
+    device = _device(cfg, info)
+    out_dir = Path(cfg.train.out_dir)
+    torch.manual_seed(cfg.train.seed + info.rank)
+    if cfg.train.deterministic:
+        torch.use_deterministic_algorithms(True)
+    if loader_fn is None:
+        from ssl_video.data.loader import build_loader as loader_fn
+
+    method = build_method(cfg).to(device)
+    if cfg.train.channels_last:
+        method = method.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer([p for p in method.parameters() if p.requires_grad], cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
+
+    step = 0
+    latest = ckpt.latest_checkpoint(out_dir) if cfg.train.resume else None
+    if latest is not None:
+        state = ckpt.load_checkpoint(latest, map_location=device)
+        method.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        ckpt.set_rng_state(state["rng"])
+        step = int(state["step"])
+        if info.is_main:
+            print(f"resumed from {latest} at step {step}", flush=True)
+
+    model = method
+    if info.world_size > 1:
+        model = DistributedDataParallel(method, device_ids=[device.index] if device.type == "cuda" else None)
+
+    writer = None
+    if info.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out_dir / "config.yaml")
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(out_dir / "tb"), purge_step=step)
+
+    def save(at: int) -> None:
+        if info.is_main:
+            state = {
+                "model": method.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "step": at,
+                "rng": ckpt.rng_state(),
+                "config": to_yaml(cfg),
+                "world_size": info.world_size,
+            }
+            ckpt.save_checkpoint(state, out_dir, at, cfg.train.keep_last)
+        if info.world_size > 1:
+            torch.distributed.barrier()
+
+    stop = Stop()
+    use_amp = cfg.train.amp and device.type == "cuda"
+    epoch_length = cfg.data.epoch_length
+    bar = tqdm(total=cfg.train.steps, initial=step, disable=not info.is_main, desc="train", dynamic_ncols=True)
+    last = {"step": step, "loss": float("nan")}
+    skipped_total = 0
+    while step < cfg.train.steps:
+        epoch, skip = divmod(step, epoch_length)
+        loader = loader_fn(
+            cfg.data, batch_size=cfg.train.batch_size, rank=info.rank, world_size=info.world_size,
+            seed=cfg.train.seed, epoch=epoch,
+        )  # fmt: skip
+        batches = iter(loader)
+        for _ in range(skip):  # resume mid-epoch: the same batches in the same order, already trained on
+            next(batches)
+        wait_start = time.perf_counter()
+        for batch in batches:
+            data_wait = time.perf_counter() - wait_start
+            step_start = time.perf_counter()
+            skipped_total += int(batch.pop("skipped", torch.zeros(1)).sum())
+            batch = _to(batch, device)
+            method.train()
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                out = model(batch)
+            loss = out["loss"]
+            if not torch.isfinite(loss).all():
+                bar.close()
+                raise NonFiniteLoss(
+                    f"loss is {loss.item()} at step {step + 1}; stopping (last good checkpoint kept in "
+                    f"{ckpt.checkpoint_dir(out_dir)})"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.optim.grad_clip:
+                torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.optim.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            method.on_train_step_end(step + 1)
+            step += 1
+            last = {"step": step, "loss": float(loss.detach())}
+            bar.update(1)
+            if writer is not None and (step % cfg.train.log_every == 0 or step == 1):
+                elapsed = time.perf_counter() - step_start + data_wait
+                writer.add_scalar("Training/loss", last["loss"], step)
+                writer.add_scalar("Training/lr", optimizer.param_groups[0]["lr"], step)
+                writer.add_scalar("Speed/clips_per_sec_per_gpu", cfg.train.batch_size / max(elapsed, 1e-9), step)
+                writer.add_scalar("Speed/data_wait_fraction", data_wait / max(elapsed, 1e-9), step)
+                writer.add_scalar("Data/skipped_samples", skipped_total, step)
+                if device.type == "cuda":
+                    writer.add_scalar("Memory/peak_MiB", torch.cuda.max_memory_allocated(device) / 2**20, step)
+                for key, value in out.items():
+                    if key != "loss" and torch.is_tensor(value) and value.numel() == 1:
+                        writer.add_scalar(f"Method/{key}", float(value), step)
+                bar.set_postfix(loss=f"{last['loss']:.4f}")
+            if writer is not None and cfg.train.image_every and step % cfg.train.image_every == 0:
+                method.eval()
+                for tag, image in method.visualize(batch).items():
+                    writer.add_image(f"Images/{tag}", image.float().clamp(0, 1).cpu(), step)
+            if step % cfg.train.ckpt_every == 0 or step == cfg.train.steps or stop.requested:
+                save(step)
+            if stop.requested:
+                bar.close()
+                print(f"signal received: checkpoint written at step {step}; exiting for requeue", flush=True)
+                if writer is not None:
+                    writer.close()
+                sys.exit(0)
+            if step >= cfg.train.steps:
+                break
+            wait_start = time.perf_counter()
+    bar.close()
+    if writer is not None:
+        writer.close()
+    return last
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        cfg = load_config(argv)
+    except ConfigError as exc:
+        sys.exit(f"error: {exc}")
+    print(OmegaConf.to_yaml(cfg), flush=True)
+    try:
+        result = train(cfg)
+    except (NonFiniteLoss, ConfigError, FileNotFoundError) as exc:
+        sys.exit(f"error: {exc}")
+    print(f"finished at step {result['step']} (loss {result['loss']:.4f}); logs: {Path(cfg.train.out_dir) / 'tb'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""Trainer: bit-identical resume, NaN stop keeps the last good checkpoint, atomic checkpoints survive kill -9."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from ssl_video import checkpoint as ckpt
+from ssl_video.config import load_config
+from ssl_video.data.loader import build_loader
+from ssl_video.train import NonFiniteLoss, train
+
+
+def _cfg(shards, out_dir, steps, *extra):
+    return load_config(
+        [
+            "method=walk_superpixel", f"data.root={shards / 'train'}", "data.crop_size=64", "data.num_workers=0",
+            "data.epoch_length=4", "data.shuffle_buffer=4", "train.device=cpu", "train.batch_size=2",
+            f"train.steps={steps}", f"train.out_dir={out_dir}", "train.log_every=1", "train.image_every=0",
+            "train.ckpt_every=100", "data.max_superpixels=32", *extra,
+        ]
+    )  # fmt: skip
+
+
+def _weights(out_dir):
+    return ckpt.load_checkpoint(ckpt.latest_checkpoint(out_dir))["model"]
+
+
+@pytest.mark.slow
+def test_interrupted_and_resumed_run_is_bit_identical(kinetics_shards, tmp_path):
+    """10 steps == 6 steps + SIGUSR2 (checkpoint, exit) + resume + 4 steps; epochs of 4 batches: resume mid-epoch."""
+    train(_cfg(kinetics_shards, tmp_path / "full", 10))
+    full = _weights(tmp_path / "full")
+
+    def preempted(data_cfg, **kw):
+        for i, batch in enumerate(build_loader(data_cfg, **kw)):
+            if kw["epoch"] == 1 and i == 2:  # the signal arrives while step 7 is being fetched
+                os.kill(os.getpid(), signal.SIGUSR2)
+            yield batch
+
+    with pytest.raises(SystemExit):
+        train(_cfg(kinetics_shards, tmp_path / "split", 10), loader_fn=preempted)
+    assert ckpt.latest_checkpoint(tmp_path / "split").name == "step_00000007.pt"
+    result = train(_cfg(kinetics_shards, tmp_path / "split", 10))
+    assert result["step"] == 10
+    resumed = _weights(tmp_path / "split")
+    assert full.keys() == resumed.keys()
+    for key in full:
+        assert torch.equal(full[key], resumed[key]), key
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(kinetics_shards, tmp_path):
+    out = tmp_path / "nan"
+
+    def poisoned(data_cfg, **kw):
+        for i, batch in enumerate(build_loader(data_cfg, **kw)):
+            if kw["epoch"] == 1 and i == 1:  # step 6
+                batch["clips"][:] = float("nan")
+            yield batch
+
+    with pytest.raises(NonFiniteLoss, match="loss is nan at step 6"):
+        train(_cfg(kinetics_shards, out, 8, "train.ckpt_every=4"), loader_fn=poisoned)
+    assert [p.name for p in ckpt.list_checkpoints(out)] == ["step_00000004.pt"]
+    state = ckpt.load_checkpoint(ckpt.latest_checkpoint(out))
+    assert state["step"] == 4
+    assert all(torch.isfinite(v.float()).all() for v in state["model"].values())
+
+
+def test_kill_during_checkpoint_write_leaves_previous_loadable(tmp_path):
+    """A writer killed with SIGKILL in the middle of torch.save never replaces the previous checkpoint."""
+    ckpt.save_checkpoint({"model": {"w": torch.ones(3)}, "step": 1}, tmp_path, 1, keep_last=3)
+    script = textwrap.dedent(
+        f"""
+        import os, signal, torch
+        from ssl_video import checkpoint as ckpt
+        real_save = torch.save
+        def save_then_die(obj, f):
+            f.write(b"partial bytes of a checkpoint")
+            f.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        torch.save = save_then_die
+        ckpt.save_checkpoint({{"model": {{"w": torch.zeros(3)}}, "step": 2}}, {str(tmp_path)!r}, 2, keep_last=3)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True)
+    assert proc.returncode == -9
+    assert ckpt.latest_checkpoint(tmp_path).name == "step_00000001.pt"
+    assert torch.equal(ckpt.load_checkpoint(ckpt.latest_checkpoint(tmp_path))["model"]["w"], torch.ones(3))
+
+
+def test_keep_last_prunes_old_checkpoints(tmp_path):
+    for step in range(1, 6):
+        ckpt.save_checkpoint({"step": step}, tmp_path, step, keep_last=2)
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step_00000004.pt", "step_00000005.pt"]
+
+
+def test_rng_state_round_trips():
+    import random
+
+    import numpy as np
+
+    state = ckpt.rng_state()
+    expected = (random.random(), np.random.rand(), torch.rand(1))
+    ckpt.set_rng_state(state)
+    assert (random.random(), np.random.rand()) == expected[:2]
+    assert torch.equal(torch.rand(1), expected[2])
