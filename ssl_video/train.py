@@ -85,7 +85,11 @@ def train(cfg, loader_fn=None) -> dict:
     out_dir = Path(cfg.train.out_dir)
     torch.manual_seed(cfg.train.seed + info.rank)
     if cfg.train.deterministic:
+        # bit-reproducible runs: deterministic kernels, and on CPU one intra-op thread (threaded float reductions
+        # may split work differently from run to run under load)
         torch.use_deterministic_algorithms(True)
+        if device.type == "cpu":
+            torch.set_num_threads(1)
     if loader_fn is None:
         from ssl_video.data.loader import build_loader as loader_fn
 

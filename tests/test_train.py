@@ -35,7 +35,17 @@ def _weights(out_dir):
 @pytest.mark.slow
 def test_interrupted_and_resumed_run_is_bit_identical(kinetics_shards, tmp_path):
     """10 steps == 6 steps + SIGUSR2 (checkpoint, exit) + resume + 4 steps; epochs of 4 batches: resume mid-epoch."""
-    train(_cfg(kinetics_shards, tmp_path / "full", 10))
+    threads = torch.get_num_threads()
+    try:
+        _resume_is_bit_identical(kinetics_shards, tmp_path)
+    finally:  # train.deterministic changes process-wide settings: restore them for the other tests
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(False)
+
+
+def _resume_is_bit_identical(kinetics_shards, tmp_path):
+    det = "train.deterministic=true"  # deterministic kernels, one CPU thread
+    train(_cfg(kinetics_shards, tmp_path / "full", 10, det))
     full = _weights(tmp_path / "full")
 
     def preempted(data_cfg, **kw):
@@ -45,9 +55,9 @@ def test_interrupted_and_resumed_run_is_bit_identical(kinetics_shards, tmp_path)
             yield batch
 
     with pytest.raises(SystemExit):
-        train(_cfg(kinetics_shards, tmp_path / "split", 10), loader_fn=preempted)
+        train(_cfg(kinetics_shards, tmp_path / "split", 10, det), loader_fn=preempted)
     assert ckpt.latest_checkpoint(tmp_path / "split").name == "step_00000007.pt"
-    result = train(_cfg(kinetics_shards, tmp_path / "split", 10))
+    result = train(_cfg(kinetics_shards, tmp_path / "split", 10, det))
     assert result["step"] == 10
     resumed = _weights(tmp_path / "split")
     assert full.keys() == resumed.keys()

@@ -124,3 +124,26 @@ def test_corrupt_video_is_skipped_and_counted(kinetics_shards, tmp_path):
 def test_missing_manifest_is_one_line(tmp_path):
     with pytest.raises(FileNotFoundError, match="no manifest.json"):
         shard_list(tmp_path)
+
+
+def test_hard_positives_come_from_two_cameras_with_one_set_of_frame_indices(takes_shards):
+    """Views of a pair are distinct cameras (different pixels), decoded at one shared set of frame indices."""
+    cfg = _cfg(
+        takes_shards / "train", "data.sampling=frames", "data.num_frames=4", "data.num_views=2",
+        "data.positive=other_camera", "data.superpixels=null", "data.augment=none",
+    )  # fmt: skip
+    batch = next(iter(build_loader(cfg, batch_size=4, seed=0)))
+    assert batch["clips"].shape[:3] == (4, 2, 4)
+    assert (batch["camera"][:, 0] != batch["camera"][:, 1]).all()
+    assert not torch.allclose(batch["clips"][:, 0], batch["clips"][:, 1])
+    # the same frame indices serve both views; they are the instants of the per-frame labels as well
+    assert batch["frame_index"].shape == (4, 4) and (batch["frame_labels"] >= 0).all()
+
+
+def test_other_camera_on_single_view_shards_is_a_clear_error(kinetics_shards):
+    cfg = _cfg(kinetics_shards / "train", "data.num_views=2", "data.positive=other_camera")
+    from ssl_video.data.loader import make_example
+
+    sample = next(iter(__import__("webdataset").WebDataset(shard_list(cfg.root)[0], shardshuffle=False)))
+    with pytest.raises(ValueError, match="needs multi-view samples"):
+        make_example(sample, cfg, random.Random(0))
