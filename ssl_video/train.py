@@ -57,15 +57,28 @@ def lr_factor(step: int, cfg) -> float:
 
 
 class Stop:
-    """SIGUSR2 / SIGTERM ask for a checkpoint at the end of the current step, then an exit."""
+    """SIGUSR2 / SIGTERM ask for a checkpoint at the end of the current step, then an exit.
+
+    Under submitit the handler installed before ours requeues the job: ``exit()`` hands the signal on to it once the
+    checkpoint is written, so SLURM requeues and the new job resumes from that checkpoint.
+    """
 
     def __init__(self) -> None:
-        self.requested = False
-        for sig in (signal.SIGUSR2, signal.SIGTERM):
-            signal.signal(sig, self._handler)
+        self.requested: int | None = None
+        self.previous = {sig: signal.signal(sig, self._handler) for sig in (signal.SIGUSR2, signal.SIGTERM)}
 
     def _handler(self, signum, frame) -> None:
-        self.requested = True
+        self.requested = signum
+
+    def restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def exit(self) -> None:
+        previous = self.previous.get(self.requested)
+        if callable(previous):
+            previous(self.requested, None)  # submitit: checkpoint() -> requeue -> exit
+        sys.exit(0)
 
 
 def _device(cfg, info: DistInfo) -> torch.device:
@@ -165,6 +178,7 @@ def train(cfg, loader_fn=None) -> dict:
             loss = out["loss"]
             if not torch.isfinite(loss).all():
                 bar.close()
+                stop.restore()
                 raise NonFiniteLoss(
                     f"loss is {loss.item()} at step {step + 1}; stopping (last good checkpoint kept in "
                     f"{ckpt.checkpoint_dir(out_dir)})"
@@ -203,11 +217,12 @@ def train(cfg, loader_fn=None) -> dict:
                 print(f"signal received: checkpoint written at step {step}; exiting for requeue", flush=True)
                 if writer is not None:
                     writer.close()
-                sys.exit(0)
+                stop.exit()
             if step >= cfg.train.steps:
                 break
             wait_start = time.perf_counter()
     bar.close()
+    stop.restore()
     if writer is not None:
         writer.close()
     return last
