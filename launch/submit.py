@@ -36,7 +36,9 @@ class TrainingJob(submitit.helpers.Checkpointable):
 
         env = submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
         print(f"rank {env.rank}/{env.world_size} (local {env.local_rank}) master {env.master_addr}:{env.master_port}")
-        return train(config_from_yaml(self.config_yaml))
+        result = train(config_from_yaml(self.config_yaml))
+        print(f"rank {env.rank} finished at step {result['step']}", flush=True)
+        return result
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
         # the trainer has already written a checkpoint for this signal; the new job resumes from it

@@ -210,9 +210,14 @@ def train(cfg, loader_fn=None) -> dict:
                 method.eval()
                 for tag, image in method.visualize(batch).items():
                     writer.add_image(f"Images/{tag}", image.float().clamp(0, 1).cpu(), step)
-            if step % cfg.train.ckpt_every == 0 or step == cfg.train.steps or stop.requested:
+            stopping = stop.requested is not None
+            if info.world_size > 1:  # agree across ranks: a signal may reach them at different steps
+                flag = torch.tensor([float(stopping)], device=device)
+                torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+                stopping = bool(flag.item())
+            if step % cfg.train.ckpt_every == 0 or step == cfg.train.steps or stopping:
                 save(step)
-            if stop.requested:
+            if stopping:
                 bar.close()
                 print(f"signal received: checkpoint written at step {step}; exiting for requeue", flush=True)
                 if writer is not None:

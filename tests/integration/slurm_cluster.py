@@ -1,0 +1,117 @@
+"""A real two-node SLURM cluster on this machine: munged, slurmctld and two ``slurmd -N n1`` / ``-N n2`` daemons.
+
+Both node names resolve to 127.0.0.1 (added to /etc/hosts) and the daemons listen on different ports, so a
+``--nodes 2`` job really runs two tasks on two SLURM nodes. Needs root and Debian's slurm-wlm + munge.
+Daemons are stopped by the process ids in their pid files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+NODES = ("n1", "n2")
+
+
+def available() -> str | None:
+    """None when a cluster can be started here, else the reason it cannot."""
+    if os.geteuid() != 0:
+        return "starting slurmctld/slurmd needs root"
+    for tool in ("slurmctld", "slurmd", "munged", "sbatch"):
+        if shutil.which(tool) is None:
+            return f"{tool} not installed (apt-get install slurm-wlm munge)"
+    return None
+
+
+class SlurmCluster:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.conf = root / "slurm.conf"
+        self.env = {**os.environ, "SLURM_CONF": str(self.conf)}
+        self.pid_files: list[Path] = []
+
+    def _write_conf(self) -> None:
+        host = socket.gethostname()
+        for sub in ("state", *(f"spool/{n}" for n in NODES)):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        nodes = "\n".join(
+            f"NodeName={n} NodeHostname={host} NodeAddr=127.0.0.1 Port={17001 + i} CPUs=1 RealMemory=4000"
+            for i, n in enumerate(NODES)
+        )
+        self.conf.write_text(
+            f"""ClusterName=sslvideo
+SlurmctldHost={host}(127.0.0.1)
+SlurmUser=root
+SlurmdUser=root
+SlurmctldPort=16817
+StateSaveLocation={self.root}/state
+SlurmdSpoolDir={self.root}/spool/%n
+SlurmctldPidFile={self.root}/slurmctld.pid
+SlurmdPidFile={self.root}/slurmd.%n.pid
+SlurmctldLogFile={self.root}/slurmctld.log
+SlurmdLogFile={self.root}/slurmd.%n.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+AuthType=auth/munge
+MpiDefault=none
+ReturnToService=2
+JobRequeue=1
+SchedulerType=sched/backfill
+AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none
+{nodes}
+PartitionName=debug Nodes={",".join(NODES)} Default=YES MaxTime=INFINITE State=UP
+"""
+        )
+
+    def start(self, timeout: float = 60) -> SlurmCluster:
+        try:
+            return self._start(timeout)
+        except Exception:
+            self.stop()  # never leave half a cluster running
+            raise
+
+    def _start(self, timeout: float) -> SlurmCluster:
+        self._write_conf()
+        hosts = Path("/etc/hosts").read_text()
+        if not all(f" {n}" in hosts for n in NODES):  # node names must resolve: MASTER_ADDR is the first node
+            with open("/etc/hosts", "a") as f:
+                f.write(f"127.0.0.1 {' '.join(NODES)}\n")
+        Path("/run/munge").mkdir(parents=True, exist_ok=True)
+        if subprocess.run(["pgrep", "-x", "munged"], capture_output=True).returncode != 0:
+            if not Path("/etc/munge/munge.key").exists():
+                subprocess.run(["mungekey", "--create"], check=True, capture_output=True)
+            subprocess.run(["munged", "--force"], check=True, capture_output=True)
+        self.pid_files.append(self.root / "slurmctld.pid")
+        subprocess.run(["slurmctld", "-f", str(self.conf)], check=True, env=self.env)
+        for node in NODES:
+            self.pid_files.append(self.root / f"slurmd.{node}.pid")
+            subprocess.run(["slurmd", "-f", str(self.conf), "-N", node], check=True, env=self.env)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            out = self.run("sinfo", "-h", "-o", "%T %D").stdout.split()
+            if out[:2] == ["idle", str(len(NODES))]:
+                return self
+            time.sleep(1)
+        raise RuntimeError(f"SLURM nodes did not become idle: {out}; see {self.root}/slurmctld.log")
+
+    def run(self, *cmd: str) -> subprocess.CompletedProcess:
+        return subprocess.run(list(cmd), capture_output=True, text=True, env=self.env)
+
+    def job_state(self, job_id: str) -> str:
+        """The job's state, or "" once it has left the queue (accounting is off, so sacct cannot tell)."""
+        return self.run("squeue", "-h", "-j", job_id, "-o", "%T").stdout.strip()
+
+    def stop(self) -> None:
+        for pid_file in reversed(self.pid_files):
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError, ValueError):
+                os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
+        time.sleep(1)
