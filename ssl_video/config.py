@@ -322,9 +322,13 @@ def config_from_yaml(text: str) -> DictConfig:
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m ssl_video.config method=moco optim.lr=0.1``: print the resolved config."""
+    # run as `python -m ssl_video.config`, this file is __main__: use the imported module so the dataclasses are
+    # the same classes the method registry subclassed
+    from ssl_video import config
+
     try:
-        print(to_yaml(load_config(sys.argv[1:] if argv is None else argv)))
-    except ConfigError as exc:
+        print(config.to_yaml(config.load_config(sys.argv[1:] if argv is None else argv)))
+    except config.ConfigError as exc:
         sys.exit(f"error: {exc}")
 
 

@@ -98,3 +98,14 @@ def test_saved_yaml_round_trips(config_dir):
     cfg = load_config(["method=probe_method", "optim.lr=0.07"], config_dir=config_dir)
     again = config_from_yaml(to_yaml(cfg))
     assert OmegaConf.to_container(again) == OmegaConf.to_container(cfg)
+
+
+def test_module_command_prints_config_and_one_line_errors():
+    import subprocess
+    import sys
+
+    ok = subprocess.run([sys.executable, "-m", "ssl_video.config", "optim.lr=0.07"], capture_output=True, text=True)
+    assert ok.returncode == 0 and "lr: 0.07" in ok.stdout, ok.stderr
+    bad = subprocess.run([sys.executable, "-m", "ssl_video.config", "optim.lrr=1"], capture_output=True, text=True)
+    assert bad.returncode != 0
+    assert bad.stderr.strip().splitlines()[-1] == "error: unknown config key 'optim.lrr' (did you mean 'optim.lr'?)"
