@@ -45,9 +45,10 @@ class MethodConfig:
 @dataclass
 class BackboneConfig:
     name: str = "resnet18"  # resnet18 | resnet18_s8 | resnet18_gru | x3d_xs
-    gru_hidden: int = 512
+    gru_hidden: int = 512  # resnet18_gru: clip feature size (its out_dim)
     gru_layers: int = 1
     zero_init_residual: bool = False
+    x3d_head_dim: int = 2048  # x3d_xs: width of the projected-pooling feature (its out_dim)
 
 
 @dataclass
@@ -62,13 +63,14 @@ class DataConfig:
     positive: str = "same_clip"  # same_clip | other_camera (hard positives)
     crop_size: int = 256
     augment: str = "walk"  # walk | judo | none
-    gpu_augment: bool = False
+    gpu_augment: bool = False  # photometric part on the device, whole batches (augment.augment_batch_on_device)
     superpixels: str | None = "slic"  # algorithm whose maps travel with the frames; null: none
     max_superpixels: int = 64
     epoch_length: int = 100  # batches per rank per epoch: equal on every rank by construction
     shuffle_buffer: int = 64
     num_workers: int = 2
-    decoder: str = "auto"  # auto | cpu | gpu
+    decoder: str = "auto"  # auto | cpu | gpu (decord.gpu(LOCAL_RANK) where decord has CUDA; else CPU + one warning)
+    skip_limit: int = 100  # bad samples in a row before the loader stops with an error (a config problem, not data)
 
 
 @dataclass
@@ -150,11 +152,70 @@ class LaunchConfig:
 
 
 @dataclass
+class DavisEvalConfig:
+    """``python -m ssl_video.eval.davis``: videowalk's label propagation (defaults = the paper's protocol)."""
+
+    split: str = "val"  # <root>/ImageSets/2017/<split>.txt
+    resolution: str = "480p"  # frames at full resolution
+    stage: str = "layer3"  # ResNet stage whose stride-8 map is the feature
+    context: int = 20  # previous frames in the context (plus the first frame with its ground truth)
+    radius: float = 12.0  # feature cells; recent context frames only (the first frame is unrestricted)
+    topk: int = 10
+    temperature: float = 0.05
+    bound_th: float = 0.008  # F's boundary tolerance (fraction of the diagonal)
+    max_sequences: int = 0  # 0: all
+    query_chunk: int = 1024  # target locations per affinity block (memory)
+    save_png: bool = True
+    vis_sequences: int = 4  # sequences whose overlays go to TensorBoard
+
+
+@dataclass
+class OnlineActionEvalConfig:
+    """``python -m ssl_video.eval.online_action``: chunk classification on take shards (the judo study's probe)."""
+
+    model: str = "gru"  # gru: frozen per-frame ResNet-18 + GRU + linear | x3d: frozen X3D-XS + linear
+    train_split: str = "train"  # shard sets <shards>/<split>/
+    split: str = "test"  # the split reported
+    chunk_len: int = 8  # 8 or 4 frames; test windows overlap by 3 (8) or 2 (4) frames
+    overlap: int | None = None  # null: the study's (3 for 8-frame chunks, 2 for 4-frame chunks)
+    crop_size: int = 112
+    batch_size: int = 16
+    eval_batch_size: int = 32
+    steps: int | None = None  # null: the model's schedule (gru 560, x3d 600)
+    lr: float | None = None  # null: gru 0.05, x3d 1.2
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    milestones: list[int] | None = None  # gru: lr / 10 at these steps (null: 210, 420)
+    warmup_steps: int | None = None  # x3d: linear warmup then cosine (null: 60)
+    gru_hidden: int = 512
+    finetune: bool = False  # train the backbone too (the fully supervised baseline)
+    seed: int = 0
+    log_every: int = 20
+
+
+@dataclass
+class RetrievalEvalConfig:
+    """``python -m ssl_video.eval.retrieval``: cross-camera nearest-chunk retrieval."""
+
+    split: str = "test"
+    backbone: str | None = None  # null: the checkpoint's; frame backbones: chunk = mean of its frames' features
+    chunk_len: int = 8
+    overlap: int | None = None  # null: as online action (3 for 8-frame chunks, 2 for 4-frame chunks)
+    crop_size: int = 112
+    batch_size: int = 32
+    tolerance: int = 0  # a retrieved chunk within this many windows of the same instant counts as correct
+
+
+@dataclass
 class EvalConfig:
     name: str = "davis"
-    checkpoint: str = ""
+    checkpoint: str = ""  # training checkpoint, exported state_dict, or "random" (untrained baseline)
     out_dir: str = "runs/eval"
-    params: dict[str, Any] = field(default_factory=dict)  # the evaluation's own settings (see configs/eval)
+    device: str = "auto"  # auto | cpu | cuda
+    params: dict[str, Any] = field(default_factory=dict)  # free-form settings (the superpixel benchmark's)
+    davis: DavisEvalConfig = field(default_factory=DavisEvalConfig)
+    online_action: OnlineActionEvalConfig = field(default_factory=OnlineActionEvalConfig)
+    retrieval: RetrievalEvalConfig = field(default_factory=RetrievalEvalConfig)
 
 
 @dataclass

@@ -1,91 +1,248 @@
-"""Augmentation with torchvision.transforms.v2: a clip and its superpixel maps share one parameter draw.
+"""Augmentation with torchvision.transforms.v2 functionals; a clip and its superpixel maps share one parameter draw.
 
-``augment_clip`` crops/resizes/flips ``tv_tensors.Video`` and ``tv_tensors.Mask`` together (masks resized nearest),
-then applies photometric jitter to the frames only, relabels the maps contiguously and caps their count at
-``data.max_superpixels`` by merging the smallest segments into their nearest kept neighbour.
-In ``frames`` sampling every frame gets its own draw (the frames are independent samples).
+A draw (``AugParams``) is made once per chunk (``clip`` sampling) or once per frame (``frames`` sampling) from the
+sample's ``random.Random``; the same parameters go through ``tv_tensors.Video`` (frames) and ``tv_tensors.Mask``
+(label maps: resized nearest, rotated nearest). Parameters are drawn here rather than inside v2's random transforms so
+that one draw can be shared by a chunk, replayed in tests, and re-run on the GPU on whole batches.
+
+Presets (``data.augment``):
+- ``judo`` (the judo study's list): central square crop; random square crop of 70-90 % of its side (350-450 of 500)
+  resized to ``crop_size``; flip 0.5; rotation +-10 deg with p 0.3; colour jitter (0.4, 0.4, 0.4, 0.1) with p 0.6;
+  grayscale 0.2; random erasing 0.5 (v2.RandomErasing's scale/ratio, on the normalised frames).
+- ``walk`` (the walk study's, videowalk's ``cj`` + ``flip``): resize the frame to ``crop_size``²; flip 0.5; colour
+  jitter (0.1, 0.1, 0.1, 0) always.
+- ``none``: resize only.
+Label maps are then relabelled contiguously per frame and capped at ``data.max_superpixels`` segments by merging the
+smallest into their nearest kept neighbour.
 """
 
 from __future__ import annotations
 
+import math
 import random
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from scipy import ndimage
 from torchvision import tv_tensors
-from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
 
 from ssl_video.data.constants import IMAGENET_MEAN, IMAGENET_STD
 
-PRESETS = ("walk", "judo", "none")
+
+@dataclass(frozen=True)
+class Preset:
+    crop: str = "full"  # full: the whole frame | judo: central square, then a random square of crop_frac of its side
+    crop_frac: tuple[float, float] = (1.0, 1.0)
+    flip_p: float = 0.0
+    rotate_p: float = 0.0
+    rotate_deg: float = 0.0
+    jitter_p: float = 0.0
+    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)  # brightness, contrast, saturation, hue
+    gray_p: float = 0.0
+    erase_p: float = 0.0
 
 
-def build_transform(preset: str, size: int) -> tuple[v2.Transform, v2.Transform]:
-    """(geometric transform applied to frames + maps, photometric transform applied to frames only)."""
-    if preset == "walk":  # videowalk: resize + crop, flip, colour jitter
-        geo = v2.Compose([v2.RandomResizedCrop(size, scale=(0.6, 1.0), antialias=True), v2.RandomHorizontalFlip()])
-        photo = v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8)
-    elif preset == "judo":  # the judo study's list (crop 350-450 of 500 ~ scale 0.49-0.81)
-        geo = v2.Compose(
-            [
-                v2.RandomResizedCrop(size, scale=(0.49, 0.81), ratio=(1.0, 1.0), antialias=True),
-                v2.RandomHorizontalFlip(),
-                v2.RandomApply([v2.RandomRotation(10)], p=0.3),
-            ]
-        )
-        photo = v2.Compose(
-            [
-                v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.6),
-                v2.RandomGrayscale(p=0.2),
-            ]
-        )
-    elif preset == "none":
-        geo, photo = v2.Resize((size, size), antialias=True), v2.Identity()
+PRESETS = {
+    "judo": Preset(
+        "judo", (0.7, 0.9), flip_p=0.5, rotate_p=0.3, rotate_deg=10.0, jitter_p=0.6, gray_p=0.2, erase_p=0.5
+    ),
+    "walk": Preset("full", flip_p=0.5, jitter_p=1.0, jitter=(0.1, 0.1, 0.1, 0.0)),  # videowalk's "cj" + "flip"
+    "none": Preset("full"),
+}
+MASK_FILL = -1  # label of the corners a rotation uncovers: after relabelling they form one segment of their own
+
+
+@dataclass
+class AugParams:
+    """One draw: geometric part (crop box in input pixels, flip, angle) and photometric part."""
+
+    crop: tuple[int, int, int, int]  # top, left, height, width
+    size: int
+    flip: bool = False
+    angle: float = 0.0
+    jitter: tuple[list[int], float, float, float, float] | None = None  # op order, brightness, contrast, sat., hue
+    gray: bool = False
+    erase: tuple[int, int, int, int] | None = None  # top, left, height, width in output pixels
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise ValueError(f"unknown data.augment '{name}'; choose from {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def draw_params(preset: Preset, height: int, width: int, size: int, rng: random.Random) -> AugParams:
+    """Draw one set of parameters for frames of ``height`` x ``width`` resized to ``size``²."""
+    if preset.crop == "judo":
+        side0 = min(height, width)
+        top0, left0 = (height - side0) // 2, (width - side0) // 2
+        side = max(1, round(rng.uniform(*preset.crop_frac) * side0))
+        crop = (top0 + rng.randint(0, side0 - side), left0 + rng.randint(0, side0 - side), side, side)
     else:
-        raise ValueError(f"unknown data.augment '{preset}'; choose from {', '.join(PRESETS)}")
-    return geo, photo
+        crop = (0, 0, height, width)
+    p = AugParams(crop=crop, size=size, flip=rng.random() < preset.flip_p)
+    if rng.random() < preset.rotate_p:
+        p.angle = rng.uniform(-preset.rotate_deg, preset.rotate_deg)
+    draw_photometric(p, preset, rng)
+    return p
+
+
+def draw_photometric(p: AugParams, preset: Preset, rng: random.Random) -> AugParams:
+    """Fill the photometric part of ``p`` (v2.ColorJitter's ranges and random op order, v2.RandomErasing's boxes)."""
+    p.jitter, p.gray, p.erase = None, False, None
+    if rng.random() < preset.jitter_p:
+        b, c, s, h = preset.jitter
+        order = rng.sample(range(4), 4)
+        p.jitter = (order, rng.uniform(1 - b, 1 + b), rng.uniform(1 - c, 1 + c), rng.uniform(1 - s, 1 + s),
+                    rng.uniform(-h, h))  # fmt: skip
+    p.gray = rng.random() < preset.gray_p
+    if rng.random() < preset.erase_p:
+        area = p.size * p.size
+        for _ in range(10):  # v2.RandomErasing: scale (0.02, 0.33), log-uniform ratio (0.3, 3.3), 10 tries
+            target = area * rng.uniform(0.02, 0.33)
+            ratio = math.exp(rng.uniform(math.log(0.3), math.log(3.3)))
+            h, w = round(math.sqrt(target * ratio)), round(math.sqrt(target / ratio))
+            if 0 < h < p.size and 0 < w < p.size:
+                p.erase = (rng.randint(0, p.size - h), rng.randint(0, p.size - w), h, w)
+                break
+    return p
+
+
+def apply_geometric(frames: torch.Tensor, labels: torch.Tensor | None, p: AugParams):
+    """``frames`` ``(T, 3, H, W)``, ``labels`` ``(T, H, W)`` (or None) through crop, resize, flip, rotation."""
+    video = F.resized_crop(tv_tensors.Video(frames), *p.crop, [p.size, p.size], antialias=True)
+    mask = None if labels is None else F.resized_crop(tv_tensors.Mask(labels), *p.crop, [p.size, p.size])
+    if p.flip:
+        video = F.horizontal_flip(video)
+        mask = None if mask is None else F.horizontal_flip(mask)
+    if p.angle:
+        video = F.rotate(video, p.angle, fill=0)
+        mask = None if mask is None else F.rotate(mask, p.angle, fill=MASK_FILL)
+    # plain tensors out: photometric functionals refuse tv_tensors.Video, and batches hold plain tensors
+    return video.as_subclass(torch.Tensor), None if mask is None else mask.as_subclass(torch.Tensor)
+
+
+def apply_photometric(frames: torch.Tensor, p: AugParams) -> torch.Tensor:
+    """Colour jitter and grayscale on ``(T, 3, H, W)`` frames (uint8, or float in [0, 1])."""
+    if p.jitter is not None:
+        order, brightness, contrast, saturation, hue = p.jitter
+        ops = (
+            lambda x: F.adjust_brightness(x, brightness),
+            lambda x: F.adjust_contrast(x, contrast),
+            lambda x: F.adjust_saturation(x, saturation),
+            lambda x: F.adjust_hue(x, hue) if hue else x,  # hue is the costly one (RGB<->HSV): skip a zero shift
+        )
+        for k in order:
+            frames = ops[k](frames)
+    if p.gray:
+        frames = F.rgb_to_grayscale(frames, num_output_channels=3)
+    return frames
+
+
+def apply_erase(frames: torch.Tensor, p: AugParams) -> torch.Tensor:
+    """Random erasing on normalised frames (value 0 = the dataset mean colour), as v2.RandomErasing after Normalize."""
+    if p.erase is None:
+        return frames
+    return F.erase(frames, *p.erase, v=torch.zeros((), dtype=frames.dtype, device=frames.device))
+
+
+_MEAN, _STD = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
+
+
+def normalise(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 (or [0, 1] float) frames ``(..., 3, H, W)`` -> float32 normalised with ImageNet mean/std."""
+    scale = 1.0 / (_STD.to(frames.device) * (255.0 if frames.dtype == torch.uint8 else 1.0))
+    # one multiply-add: x * scale + (-mean / std)
+    return torch.addcmul((-_MEAN / _STD).to(frames.device), frames.float(), scale)
+
+
+def denormalise(frames: torch.Tensor) -> torch.Tensor:
+    return (frames * _STD.to(frames.device) + _MEAN.to(frames.device)).clamp(0, 1)
 
 
 def cap_segments(labels: torch.Tensor, max_segments: int) -> torch.Tensor:
-    """Relabel one map contiguously; beyond ``max_segments`` merge the smallest into the nearest kept segment."""
-    values, inverse, counts = torch.unique(labels, return_inverse=True, return_counts=True)
-    if len(values) <= max_segments:
-        return inverse.view(labels.shape)
-    keep = torch.zeros(len(values), dtype=torch.bool)
-    keep[torch.argsort(counts, descending=True)[:max_segments]] = True
+    """Relabel one map ``(H, W)`` contiguously; beyond ``max_segments`` merge the smallest into the nearest kept one."""
+    flat = labels.reshape(-1)
+    low = int(flat.min())
+    # hand-written relabelling: a bincount lookup table is O(pixels), torch.unique sorts (4x slower at 256²)
+    counts = torch.bincount((flat - low).long())
+    present = counts > 0
+    lut = torch.cumsum(present, 0) - 1
+    inverse = lut[(flat - low).long()].view(labels.shape)
+    counts = counts[present]
+    if len(counts) <= max_segments:
+        return inverse
+    keep = torch.zeros(len(counts), dtype=torch.bool)
+    keep[torch.argsort(counts, descending=True, stable=True)[:max_segments]] = True
     kept_pixels = keep[inverse].numpy()
-    # every dropped pixel takes the label of the nearest kept pixel (scipy's EDT gives its index)
+    # every dropped pixel takes the label of the nearest kept pixel (scipy's EDT gives that pixel's index)
     _, (rows, cols) = ndimage.distance_transform_edt(~kept_pixels, return_indices=True)
     merged = inverse.numpy()[rows, cols]
     _, merged = np.unique(merged, return_inverse=True)
     return torch.from_numpy(merged.reshape(labels.shape).astype(np.int64))
 
 
-def _normalise(frames: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (frames.float() / 255.0 - mean) / std
-
-
 def augment_clip(
-    frames: torch.Tensor, labels: torch.Tensor | None, cfg, rng: random.Random, per_frame: bool = False
+    frames: torch.Tensor,
+    labels: torch.Tensor | None,
+    cfg,
+    rng: random.Random,
+    per_frame: bool = False,
+    photometric: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``frames`` ``(T, 3, H, W) uint8``, ``labels`` ``(T, H, W)`` -> normalised float frames, capped long maps."""
-    torch.manual_seed(rng.randrange(2**31))  # v2 draws from torch's RNG: seed it from the sample's RNG
-    geo, photo = build_transform(cfg.augment, cfg.crop_size)
+    """``frames`` ``(T, 3, H, W) uint8``, ``labels`` ``(T, H, W)`` -> normalised float frames, capped long maps.
+
+    One draw for the whole chunk, or one per frame when ``per_frame``. ``photometric=False`` leaves colour jitter,
+    grayscale and erasing to ``augment_batch_on_device`` (``data.gpu_augment``).
+    """
+    preset = get_preset(cfg.augment)
+    height, width = frames.shape[-2:]
     groups = [slice(t, t + 1) for t in range(frames.shape[0])] if per_frame else [slice(None)]
+    if labels is not None:
+        labels = labels.to(torch.int32)  # nearest resize / rotate of int32 is faster than of int64
     out_frames, out_labels = [], []
     for group in groups:
-        video = tv_tensors.Video(frames[group])
-        if labels is not None:
-            video, mask = geo(video, tv_tensors.Mask(labels[group]))
-            out_labels.append(torch.as_tensor(mask))
-        else:
-            video = geo(video)
-        out_frames.append(photo(torch.as_tensor(video)))
-    clip = _normalise(torch.cat(out_frames))
+        p = draw_params(preset, height, width, cfg.crop_size, rng)
+        video, mask = apply_geometric(frames[group], None if labels is None else labels[group], p)
+        out_frames.append(finish_frames(video, p, photometric))
+        if mask is not None:
+            out_labels.append(mask)
+    clip = torch.cat(out_frames)
     if labels is None:
         return clip, None
-    maps = torch.cat(out_labels)
-    return clip, torch.stack([cap_segments(m, cfg.max_superpixels) for m in maps])
+    return clip, finish_maps(torch.cat(out_labels), cfg.max_superpixels)
+
+
+def finish_frames(video: torch.Tensor, p: AugParams, photometric: bool = True) -> torch.Tensor:
+    """Warped uint8 frames -> photometric draw (unless left to the GPU) -> normalised float32."""
+    if not photometric or (p.jitter is None and not p.gray):
+        video = normalise(video)
+    else:  # jitter on floats: on uint8 each op converts to float and back (2x slower)
+        video = normalise(apply_photometric(video.float().div_(255), p))
+    return apply_erase(video, p) if photometric else video
+
+
+def finish_maps(maps: torch.Tensor, max_segments: int) -> torch.Tensor:
+    """Warped label maps ``(T, H, W)`` -> contiguous long labels per frame, at most ``max_segments`` each."""
+    return torch.stack([cap_segments(m, max_segments) for m in maps])
+
+
+def augment_batch_on_device(clips: torch.Tensor, cfg, rng: random.Random) -> torch.Tensor:
+    """Photometric augmentation of a whole batch where it lives (``data.gpu_augment``): ``clips`` ``(B, V, T, 3, H, W)``
+    normalised, as the loader made them with ``photometric=False``. One draw per (sample, view) chunk, or per frame in
+    ``frames`` sampling; the ops are batched over each chunk's frames."""
+    preset = get_preset(cfg.augment)
+    per_frame = cfg.sampling == "frames"
+    b, v, t = clips.shape[:3]
+    out = clips.clone()
+    for i in range(b):
+        for j in range(v):
+            for group in [slice(k, k + 1) for k in range(t)] if per_frame else [slice(None)]:
+                p = draw_photometric(AugParams(crop=(0, 0, 0, 0), size=clips.shape[-1]), preset, rng)
+                if p.jitter is None and not p.gray and p.erase is None:
+                    continue
+                x = apply_photometric(denormalise(clips[i, j, group]), p)
+                out[i, j, group] = apply_erase(normalise(x), p)
+    return out

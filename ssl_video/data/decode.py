@@ -1,33 +1,148 @@
-"""Decode the frames a clip needs straight from tar bytes with decord (no temporary files)."""
+"""Decode the frames a clip needs straight from tar bytes with decord (no temporary files).
+
+``decode_frames(data, indices, ctx="cpu" | "gpu" | "auto")``: only the requested frames are decoded (``get_batch``).
+``gpu`` / ``auto`` decode on ``decord.gpu(LOCAL_RANK)`` where decord was built with CUDA; the PyPI wheels are CPU-only,
+so the first GPU attempt fails, one warning says so, and every later call decodes on the CPU.
+"""
 
 from __future__ import annotations
 
 import io
+import logging
+import os
+import re
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
 
+log = logging.getLogger(__name__)
 
-def _reader(data: bytes):
+DECODERS = ("cpu", "gpu", "auto")
+_gpu_available: bool | None = None  # probed once per process, on the first GPU request
+
+
+def _first_line(exc: BaseException) -> str:
+    """decord's message without its C++ trace and ``[hh:mm:ss] file.cc:line:`` prefixes."""
+    text = str(exc).strip().splitlines()
+    line = text[0] if text else type(exc).__name__
+    return re.sub(r"\[[\d:]+\] \S+:\d+: ", "", line).strip() or type(exc).__name__
+
+
+def _gpu_reader(data: bytes):
+    """A reader on ``decord.gpu(LOCAL_RANK)``, or None (with one warning per process) when decord has no CUDA."""
+    global _gpu_available
     import decord
 
+    if _gpu_available is False:
+        return None
+    device = int(os.environ.get("LOCAL_RANK", 0))
     try:
+        reader = decord.VideoReader(io.BytesIO(data), ctx=decord.gpu(device), num_threads=1)
+    except decord.DECORDError as exc:
+        if "CUDA not enabled" not in str(exc) and _gpu_available:
+            raise  # GPU decoding works in this process: this is a bad video, not a missing decoder
+        _gpu_available = False
+        warnings.warn(f"decord GPU decoding unavailable ({_first_line(exc)}); decoding on the CPU", stacklevel=4)
+        return None
+    if _gpu_available is None:
+        log.info("decoding videos with decord on GPU %d", device)
+    _gpu_available = True
+    return reader
+
+
+def _cuda_device() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+def resolve_decoder(ctx: str = "auto") -> str:
+    """Probe once whether decord can decode on the GPU; return the decoder ``ctx`` gives (``cpu`` | ``gpu``).
+
+    Logs which decoder runs. ``auto`` without a CUDA device is the CPU, silently; ``gpu`` (or ``auto`` beside a CUDA
+    device) without a CUDA build of decord warns once per process and falls back to the CPU.
+    """
+    global _gpu_available
+    import decord
+    import numpy as np
+
+    if ctx not in DECODERS:
+        raise ValueError(f"unknown decoder '{ctx}'; choose from {', '.join(DECODERS)}")
+    if ctx == "cpu":
+        log.info("decoding videos with decord on the CPU (data.decoder=cpu)")
+        return "cpu"
+    if ctx == "auto" and not _cuda_device():
+        log.info("decoding videos with decord on the CPU (data.decoder=auto, no CUDA device)")
+        return "cpu"
+    if _gpu_available is None:
+        device = int(os.environ.get("LOCAL_RANK", 0))
+        try:
+            decord.nd.array(np.zeros(1, np.float32), ctx=decord.gpu(device))
+            _gpu_available = True
+        except decord.DECORDError as exc:
+            _gpu_available = False
+            warnings.warn(
+                "decord GPU decoding unavailable (this decord build has no CUDA: "
+                f"{_first_line(exc).replace('Check failed: allow_missing ', '')}); decoding on the CPU",
+                stacklevel=2,
+            )
+    decoder = "gpu" if _gpu_available else "cpu"
+    log.info("decoding videos with decord on the %s (data.decoder=%s)", decoder.upper(), ctx)
+    return decoder
+
+
+def active_decoder(ctx: str = "auto") -> str:
+    """Which decoder ``ctx`` resolves to in this process so far: ``cpu`` or ``gpu`` (gpu only once it has worked)."""
+    if ctx not in DECODERS:
+        raise ValueError(f"unknown decoder '{ctx}'; choose from {', '.join(DECODERS)}")
+    return "gpu" if ctx != "cpu" and _gpu_available else "cpu"
+
+
+def _reader(data: bytes, ctx: str = "cpu"):
+    import decord
+
+    # decord's bundled ffmpeg prints every broken packet to stderr; our ValueError names the problem in one line
+    decord.logging.set_level(decord.logging.QUIET)
+    if ctx not in DECODERS:
+        raise ValueError(f"unknown decoder '{ctx}'; choose from {', '.join(DECODERS)}")
+    try:
+        if ctx != "cpu":
+            reader = _gpu_reader(data)
+            if reader is not None:
+                return reader
         return decord.VideoReader(io.BytesIO(data), ctx=decord.cpu(0), num_threads=1)
-    except Exception as exc:  # decord raises its own error types; keep one line
-        raise ValueError(f"cannot open video: {str(exc).splitlines()[0]}") from None
+    except Exception as exc:  # decord raises its own error types with C++ traces; keep one line
+        raise ValueError(f"cannot open video: {_first_line(exc)}") from None
 
 
 def video_info(data: bytes) -> tuple[int, float, int, int]:
-    """``(num_frames, fps, height, width)`` of an encoded video."""
+    """``(num_frames, fps, height, width)`` of an encoded video (decodes its first frame for the size)."""
     reader = _reader(data)
+    if len(reader) == 0:
+        raise ValueError("cannot open video: no frames")
     height, width = reader[0].shape[:2]
     return len(reader), float(reader.get_avg_fps()), int(height), int(width)
 
 
-def decode_frames(data: bytes, indices: Sequence[int] | None = None) -> np.ndarray:
-    """Frames ``indices`` (all when None) as ``(N, H, W, 3) uint8``; only those frames are decoded (get_batch)."""
-    reader = _reader(data)
-    indices = list(range(len(reader))) if indices is None else [int(i) for i in indices]
-    if indices and (min(indices) < 0 or max(indices) >= len(reader)):
-        raise ValueError(f"frame index out of range 0..{len(reader) - 1}: {min(indices)}..{max(indices)}")
-    return reader.get_batch(indices).asnumpy()
+def decode_frames(data: bytes, indices: Sequence[int] | None = None, *, ctx: str = "cpu") -> np.ndarray:
+    """Frames ``indices`` (all when None) as ``(N, H, W, 3) uint8``; only those frames are decoded (get_batch).
+
+    Raises ``ValueError`` (one line) for an undecodable video or an index outside ``0..num_frames-1``.
+    """
+    reader = _reader(data, ctx)
+    n = len(reader)
+    indices = list(range(n)) if indices is None else [int(i) for i in indices]
+    if not indices:
+        height, width = reader[0].shape[:2] if n else (0, 0)
+        return np.empty((0, height, width, 3), dtype=np.uint8)
+    if min(indices) < 0 or max(indices) >= n:
+        raise ValueError(f"frame index out of range 0..{n - 1}: {min(indices)}..{max(indices)}")
+    try:
+        frames = reader.get_batch(indices)
+    except Exception as exc:  # a stream that opens but breaks mid-way
+        raise ValueError(f"cannot decode frames: {_first_line(exc)}") from None
+    return frames.asnumpy()

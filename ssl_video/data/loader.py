@@ -1,10 +1,17 @@
-"""Shards -> augmented batches (the batch schema of docs/design.md).
+"""Shards -> augmented batches (the batch schema of docs/design.md), a webdataset 1.0 pipeline per worker.
 
 ``build_loader(data_cfg, batch_size=, rank=, world_size=, seed=, epoch=)`` returns exactly ``data_cfg.epoch_length``
-batches on every rank, whatever the number or size of the shards: each (rank, worker) *resamples* shards from the
-manifest with its own RNG seeded by (seed, epoch, rank, worker), so no rank can run out early and hang DDP, and the
-data order is a pure function of the arguments (resume = rebuild the epoch and skip the batches already done).
-Tar members are read with webdataset; a bad sample is skipped, warned about and counted in ``batch["skipped"]``.
+batches on every rank, whatever the number or size of the shards, so DDP never hangs on a rank that ran out:
+
+    ResampledShards (this rank/worker's share of the manifest's shards, drawn with replacement: shard shuffle)
+    -> tarfile_to_samples -> shuffle(data.shuffle_buffer) -> decode + sample + augment -> batched(partial=False)
+    -> with_epoch(this worker's share of epoch_length)
+
+Shards are split over the (rank, worker) pairs when there are at least as many shards as pairs, otherwise every pair
+resamples all of them. All randomness comes from seeds made of (seed, epoch, rank, worker), so the batches are a pure
+function of the arguments (resume = rebuild the epoch, skip the batches done). A bad tar member, a truncated shard or an
+undecodable sample is skipped with a warning and counted in ``batch["skipped"]``; ``data.skip_limit`` bad samples in a
+row stop the run with an error instead (that is a configuration problem, and looping on it would hang).
 """
 
 from __future__ import annotations
@@ -20,8 +27,9 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from ssl_video.data.augment import augment_clip
-from ssl_video.data.decode import decode_frames
+from ssl_video.data import sampling
+from ssl_video.data.augment import PRESETS, augment_clip
+from ssl_video.data.decode import DECODERS, decode_frames, resolve_decoder
 
 log = logging.getLogger(__name__)
 
@@ -38,71 +46,41 @@ def shard_list(root: str | Path) -> list[str]:
     return [str(s) for s in shards]
 
 
-def _view_keys(sample: dict) -> list[str]:
-    if "mp4" in sample:
-        return [""]
-    return sorted(k[: -len("mp4")] for k in sample if k.startswith("view") and k.endswith(".mp4"))
+def shards_for(shards: list[str], rank: int, world_size: int, worker: int, num_workers: int) -> list[str]:
+    """This (rank, worker)'s share of the shards: a disjoint split when every pair can get one, else all of them."""
+    pairs, index = world_size * num_workers, rank * num_workers + worker
+    return shards[index::pairs] if len(shards) >= pairs else list(shards)
 
 
-def _choose_frames(meta: dict, cfg, rng: random.Random) -> list[int]:
-    """Frame indices of one sample: a clip at a stride or N independent frames, among superpixel frames if needed."""
-    n = int(meta["num_frames"])
-    if cfg.superpixels:
-        candidates = list(meta["superpixels"][cfg.superpixels]["frame_index"])
-    else:
-        candidates = list(range(n))
-    if cfg.sampling == "frames":
-        if len(candidates) < cfg.num_frames:
-            raise ValueError(f"{len(candidates)} usable frames < data.num_frames={cfg.num_frames}")
-        return sorted(rng.sample(candidates, cfg.num_frames))
-    if cfg.sampling != "clip":
-        raise ValueError(f"unknown data.sampling '{cfg.sampling}' (clip | frames)")
-    # With superpixels, consecutive superpixel frames form the clip (their stride is fixed at pack time).
-    step = 1 if cfg.superpixels else cfg.frame_stride
-    span = (cfg.clip_len - 1) * step + 1
-    if len(candidates) < span:
-        raise ValueError(f"clip of {cfg.clip_len} frames at stride {step} does not fit {len(candidates)} frames")
-    start = rng.randrange(len(candidates) - span + 1)
-    return [candidates[start + k * step] for k in range(cfg.clip_len)]
-
-
-def _frame_labels(meta: dict, indices: list[int]) -> list[int]:
-    labels = meta.get("frame_label_idx")
-    return [int(labels[i]) for i in indices] if labels else [-1] * len(indices)
-
-
-def make_example(sample: dict, cfg, rng: random.Random) -> dict[str, torch.Tensor]:
+def make_example(sample: dict, cfg, rng: random.Random, *, ctx: str = "cpu") -> dict[str, torch.Tensor]:
     """Decode, sample and augment one tar sample into per-sample tensors of the batch schema."""
     meta = json.loads(sample["json"])
-    views = _view_keys(sample)
-    if cfg.num_views > 1 and cfg.positive == "other_camera":
-        if len(views) < 2:
-            raise ValueError("data.positive=other_camera needs multi-view samples (view0.mp4, view1.mp4, ...)")
-        chosen = rng.sample(range(len(views)), cfg.num_views)  # distinct cameras, same instants
-    else:
-        chosen = [rng.randrange(len(views))] * cfg.num_views
-    indices = _choose_frames(meta, cfg, rng)
-    sp_rows = None
-    if cfg.superpixels:
-        sp_rows = [meta["superpixels"][cfg.superpixels]["frame_index"].index(i) for i in indices]
+    prefixes = sampling.view_prefixes(sample)
+    cameras = sampling.choose_cameras(len(prefixes), cfg, rng)
+    indices = sampling.choose_frames(meta, cfg, rng)
+    per_frame = cfg.sampling == "frames"
+    decoded: dict[int, torch.Tensor] = {}  # same_clip views share one decode
     clips, maps = [], None
-    for v, cam in enumerate(chosen):
-        prefix = views[cam]
-        frames = torch.from_numpy(decode_frames(sample[f"{prefix}mp4"], indices)).permute(0, 3, 1, 2)
+    for v, cam in enumerate(cameras):
+        if cam not in decoded:
+            frames = decode_frames(sample[f"{prefixes[cam]}mp4"], indices, ctx=ctx)
+            decoded[cam] = torch.from_numpy(frames).permute(0, 3, 1, 2)
+        frames = decoded[cam]
         labels = None
-        if sp_rows is not None and v == 0:
-            with np.load(io.BytesIO(sample[f"{prefix}sp.{cfg.superpixels}.npz"])) as npz:
-                labels = torch.from_numpy(npz["labels"][sp_rows].astype(np.int64))
-        clip, labels = augment_clip(frames, labels, cfg, rng, per_frame=cfg.sampling == "frames")
+        if cfg.superpixels and v == 0:
+            labels = _superpixels(sample, meta, prefixes[cam], cfg.superpixels, indices)
+            if labels.shape[-2:] != frames.shape[-2:]:
+                raise ValueError(f"superpixel maps {tuple(labels.shape[-2:])} != frames {tuple(frames.shape[-2:])}")
+        clip, labels = augment_clip(frames, labels, cfg, rng, per_frame=per_frame, photometric=not cfg.gpu_augment)
         clips.append(clip)
         if v == 0:
             maps = labels
     out = {
         "clips": torch.stack(clips),
-        "label": torch.tensor(int(meta.get("label_idx", -1) if meta.get("label_idx") is not None else -1)),
-        "frame_labels": torch.tensor(_frame_labels(meta, indices)),
+        "label": torch.tensor(sampling.sample_label(meta)),
+        "frame_labels": torch.tensor(sampling.frame_labels(meta, indices)),
         "frame_index": torch.tensor(indices),
-        "camera": torch.tensor(chosen),
+        "camera": torch.tensor(cameras),
     }
     if maps is not None:
         out["superpixels"] = maps
@@ -110,59 +88,150 @@ def make_example(sample: dict, cfg, rng: random.Random) -> dict[str, torch.Tenso
     return out
 
 
-class ShardStream(IterableDataset):
-    """Resampled shards -> shuffled examples -> full batches; ``batches`` of them per rank, split over workers."""
+def _superpixels(sample: dict, meta: dict, prefix: str, algo: str, indices: list[int]) -> torch.Tensor:
+    rows = sampling.superpixel_rows(meta, algo, indices)
+    key = f"{prefix}sp.{algo}.npz"
+    if key not in sample:
+        raise ValueError(f"sample has no {key}")
+    with np.load(io.BytesIO(sample[key])) as npz:
+        return torch.from_numpy(npz["labels"][rows].astype(np.int32))
 
-    def __init__(self, cfg, *, batch_size: int, rank: int, world_size: int, seed: int, epoch: int) -> None:
-        self.cfg, self.batch_size = cfg, batch_size
+
+def collate(examples: list[dict]) -> dict[str, torch.Tensor]:
+    """Stack per-sample tensors (webdataset's ``__key__`` strings are dropped: batches hold tensors only)."""
+    return {k: torch.stack([ex[k] for ex in examples]) for k, v in examples[0].items() if isinstance(v, torch.Tensor)}
+
+
+class SkipCounter:
+    """webdataset exception handler that warns, counts, and gives up after ``limit`` failures in a row."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.count, self.in_a_row, self.shards_without_sample = limit, 0, 0, 0
+
+    def __call__(self, exn: Exception) -> bool:
+        self.count += 1
+        self.in_a_row += 1
+        message = str(exn.args[0]) if exn.args else type(exn).__name__
+        log.warning("skipping bad sample: %s: %s", type(exn).__name__, message.splitlines()[0] if message else "")
+        if self.in_a_row >= self.limit:
+            raise RuntimeError(
+                f"{self.in_a_row} bad samples in a row (last: {message.splitlines()[0] if message else exn!r}); "
+                "check data.root and the sampling settings against the shards"
+            )
+        return True  # continue with the next sample
+
+    def watch_shards(self, urls):
+        """Pass shard urls on; a run of ``limit`` shards that gave no sample at all (empty tars) is an error too."""
+        for url in urls:
+            self.shards_without_sample += 1
+            if self.shards_without_sample > self.limit:
+                raise RuntimeError(f"{self.limit} shards in a row held no sample (last: {url['url']})")
+            yield url
+
+    def watch_samples(self, samples):
+        for sample in samples:
+            self.shards_without_sample = 0
+            yield sample
+
+    def ok(self, example):
+        self.in_a_row = 0
+        return example
+
+    def attach_all(self, batches):
+        for batch in batches:
+            yield self.attach(batch)
+
+    def attach(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``batch["skipped"]``: the skips since the previous batch, in the first entry (their sum is the total)."""
+        size = len(next(iter(batch.values())))
+        batch["skipped"] = torch.zeros(size, dtype=torch.long)
+        batch["skipped"][0], self.count = self.count, 0
+        return batch
+
+
+def _seed(*parts: int) -> int:
+    # random.Random seeds from a str through sha512: stable across processes (hash() of a str is not)
+    return random.Random("/".join(str(int(p)) for p in parts)).randrange(2**31)
+
+
+class ShardStream(IterableDataset):
+    """This rank's batches: each DataLoader worker runs its own webdataset pipeline for its share of the epoch."""
+
+    def __init__(
+        self, cfg, *, batch_size: int, rank: int, world_size: int, seed: int, epoch: int, ctx: str = "cpu"
+    ) -> None:
+        if cfg.epoch_length < 1 or batch_size < 1:
+            raise ValueError(f"data.epoch_length ({cfg.epoch_length}) and batch_size ({batch_size}) must be >= 1")
+        self.cfg, self.batch_size, self.ctx = cfg, batch_size, ctx
         self.rank, self.world_size, self.seed, self.epoch = rank, world_size, seed, epoch
         self.shards = shard_list(cfg.root)
 
-    def _batches_for(self, worker: int, num_workers: int) -> int:
+    def __len__(self) -> int:
+        return self.cfg.epoch_length
+
+    def batches_for(self, worker: int, num_workers: int) -> int:
         total = self.cfg.epoch_length
         return total // num_workers + (1 if worker < total % num_workers else 0)
 
-    def _examples(self, rng: random.Random, counter: list[int]):
-        while True:
-            url = rng.choice(self.shards)
-            tar = wds.tarfile_to_samples(handler=wds.warn_and_continue)
-            try:
-                yield from tar([{"url": url}])
-            except Exception as exc:  # a truncated shard: keep what was read, count the rest as lost
-                counter[0] += 1
-                log.warning("skipping the rest of shard %s: %s", url, exc)
+    def pipeline(self, worker: int, num_workers: int) -> wds.DataPipeline:
+        cfg = self.cfg
+        seed = _seed(self.seed, self.epoch, self.rank, worker)
+        rng = random.Random(seed)  # sampling + augmentation draws, in stream order
+        counter = SkipCounter(cfg.skip_limit)
+        urls = shards_for(self.shards, self.rank, self.world_size, worker, num_workers)
+        return wds.DataPipeline(
+            wds.ResampledShards(urls, seed=seed, worker_seed=lambda: 0, deterministic=True),
+            counter.watch_shards,
+            wds.tarfile_to_samples(handler=counter),
+            counter.watch_samples,
+            wds.shuffle(cfg.shuffle_buffer, initial=cfg.shuffle_buffer, rng=random.Random(seed + 1)),
+            wds.map(lambda sample: counter.ok(self._example(sample, rng)), handler=counter),
+            wds.batched(self.batch_size, collation_fn=collate, partial=False),
+            counter.attach_all,  # a plain stage: wds.map would add a __key__ entry to the batch
+        ).with_epoch(self.batches_for(worker, num_workers))
+
+    def _example(self, sample: dict, rng: random.Random) -> dict[str, torch.Tensor]:
+        try:
+            return make_example(sample, self.cfg, rng, ctx=self.ctx)
+        except Exception as exc:  # name the sample in the warning: one line, key and shard
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ValueError(f"{sample.get('__key__', '?')} in {sample.get('__url__', '?')}: {first}") from None
 
     def __iter__(self):
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info else (0, 1)
-        rng = random.Random(f"{self.seed}/{self.epoch}/{self.rank}/{worker}")
-        torch.manual_seed(rng.randrange(2**31))
-        skipped = [0]
-        buffer: list[dict] = []
-        source = self._examples(rng, skipped)
-        for _ in range(self._batches_for(worker, num_workers)):
-            examples = []
-            while len(examples) < self.batch_size:
-                while len(buffer) < max(1, self.cfg.shuffle_buffer):
-                    buffer.append(next(source))
-                sample = buffer.pop(rng.randrange(len(buffer)))
-                try:
-                    examples.append(make_example(sample, self.cfg, rng))
-                except Exception as exc:  # an undecodable sample never stops training
-                    skipped[0] += 1
-                    log.warning("skipping sample %s: %s", sample.get("__key__", "?"), str(exc).splitlines()[0])
-            batch = collate(examples)
-            batch["skipped"] = torch.zeros(self.batch_size, dtype=torch.long)
-            batch["skipped"][0], skipped[0] = skipped[0], 0
-            yield batch
+        # no torch.manual_seed here: with num_workers=0 this runs in the trainer's process, whose RNG (dropout,
+        # resume) the loader must never touch; all draws come from the pipeline's own random.Random
+        yield from self.pipeline(worker, num_workers)
 
 
-def collate(examples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    return {key: torch.stack([ex[key] for ex in examples]) for key in examples[0]}
+def check_data_config(cfg) -> None:
+    """One-line ValueError for a data setting no sample could satisfy (before any worker starts)."""
+    choices = {"sampling": sampling.SAMPLINGS, "positive": sampling.POSITIVES, "augment": tuple(PRESETS),
+               "decoder": DECODERS}  # fmt: skip
+    for key, allowed in choices.items():
+        if cfg[key] not in allowed:
+            raise ValueError(f"unknown data.{key} '{cfg[key]}'; choose from {', '.join(allowed)}")
+    for key in ("clip_len", "frame_stride", "num_frames", "num_views", "crop_size", "max_superpixels", "skip_limit"):
+        if cfg[key] < 1:
+            raise ValueError(f"data.{key} must be >= 1, got {cfg[key]}")
 
 
 def build_loader(data_cfg, *, batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0, epoch: int = 0):
     """Exactly ``data_cfg.epoch_length`` batches for this rank, deterministic in the arguments."""
-    stream = ShardStream(data_cfg, batch_size=batch_size, rank=rank, world_size=world_size, seed=seed, epoch=epoch)
+    check_data_config(data_cfg)
+    ctx = resolve_decoder(data_cfg.decoder)
+    stream = ShardStream(
+        data_cfg, batch_size=batch_size, rank=rank, world_size=world_size, seed=seed, epoch=epoch, ctx=ctx
+    )
     workers = min(data_cfg.num_workers, data_cfg.epoch_length)
-    return DataLoader(stream, batch_size=None, num_workers=workers, persistent_workers=False)
+    return DataLoader(
+        stream,
+        batch_size=None,
+        num_workers=workers,
+        pin_memory=torch.cuda.is_available(),
+        # DataLoader draws its workers' base seed from this generator, not from the global RNG (kept for the model)
+        generator=torch.Generator().manual_seed(_seed(seed, epoch, rank)),
+        # decord's CUDA context does not survive fork: GPU-decoding workers are spawned
+        multiprocessing_context="spawn" if ctx == "gpu" and workers > 0 else None,
+    )

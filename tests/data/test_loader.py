@@ -1,20 +1,21 @@
-"""Loader: equal batch counts per rank, deterministic order, masks follow the frames, bad data skipped and counted."""
+"""Loader: the batch schema, equal and deterministic batch counts, hard positives, bad data skipped and counted."""
 
 from __future__ import annotations
 
 import io
 import json
 import random
+import shutil
 import tarfile
 
 import numpy as np
 import pytest
 import torch
-from torchvision import tv_tensors
+import webdataset as wds
 
 from ssl_video.config import load_config
-from ssl_video.data.augment import build_transform, cap_segments
-from ssl_video.data.loader import build_loader, shard_list
+from ssl_video.data.decode import decode_frames
+from ssl_video.data.loader import build_loader, make_example, shard_list, shards_for
 
 
 def _cfg(root, *extra):
@@ -34,16 +35,19 @@ def test_batches_follow_the_schema(kinetics_shards):
     assert len(batches) == cfg.epoch_length
     b = batches[0]
     assert b["clips"].shape == (3, 1, 4, 3, 64, 64) and b["clips"].dtype == torch.float32
-    assert b["superpixels"].shape == (3, 4, 64, 64)
-    # labels are contiguous 0..n-1 per frame and num_superpixels counts them
+    assert b["superpixels"].shape == (3, 4, 64, 64) and b["superpixels"].dtype == torch.long
+    assert b["camera"].shape == (3, 1) and b["skipped"].shape == (3,) and b["label"].shape == (3,)
+    assert (b["label"] >= 0).all() and (b["frame_labels"] == -1).all()  # Kinetics: clip labels, no frame labels
     for i in range(3):
+        idx = b["frame_index"][i]
+        assert (idx % 4 == 0).all() and (idx.diff() == 4).all()  # stride 4 on the packed superpixel frames
         for t in range(4):
             values = torch.unique(b["superpixels"][i, t])
-            assert torch.equal(values, torch.arange(len(values)))
+            assert torch.equal(values, torch.arange(len(values)))  # contiguous 0..n-1
             assert b["num_superpixels"][i, t] == len(values) <= cfg.max_superpixels
 
 
-def test_ranks_get_equal_counts_and_different_orders(kinetics_shards):
+def test_ranks_get_equal_counts_deterministic_and_different_orders(kinetics_shards):
     cfg = _cfg(kinetics_shards / "train", "data.epoch_length=5")
     rank0 = _keys(build_loader(cfg, batch_size=2, rank=0, world_size=2, seed=1))
     rank1 = _keys(build_loader(cfg, batch_size=2, rank=1, world_size=2, seed=1))
@@ -51,99 +55,160 @@ def test_ranks_get_equal_counts_and_different_orders(kinetics_shards):
     assert rank0 != rank1
     assert rank0 == _keys(build_loader(cfg, batch_size=2, rank=0, world_size=2, seed=1))  # deterministic
     assert rank0 != _keys(build_loader(cfg, batch_size=2, rank=0, world_size=2, seed=1, epoch=1))
+    assert rank0 != _keys(build_loader(cfg, batch_size=2, rank=0, world_size=2, seed=2))
 
 
-def test_two_workers_still_give_epoch_length_batches(kinetics_shards):
+def test_two_workers_give_epoch_length_batches_deterministically(kinetics_shards):
     cfg = _cfg(kinetics_shards / "train", "data.epoch_length=5", "data.num_workers=2")
-    assert len(list(build_loader(cfg, batch_size=2, seed=0))) == 5
+    first = list(build_loader(cfg, batch_size=2, seed=0))
+    second = list(build_loader(cfg, batch_size=2, seed=0))
+    assert len(first) == len(second) == 5
+    assert all(torch.equal(a["clips"], b["clips"]) for a, b in zip(first, second))
 
 
-def test_mask_follows_crop_and_flip_exactly():
-    """An asymmetric L-shaped label map painted into the frames: after one joint draw, colours still match labels."""
-    labels = torch.zeros(2, 64, 64, dtype=torch.int64)
-    labels[:, 8:56, 8:20] = 1
-    labels[:, 44:56, 8:48] = 2
-    palette = torch.tensor([[0, 0, 0], [255, 0, 0], [0, 0, 255]], dtype=torch.uint8)
-    frames = palette[labels].permute(0, 3, 1, 2).contiguous()
-    geo, _ = build_transform("walk", 48)
-    for seed in range(10):
-        torch.manual_seed(seed)
-        video, mask = geo(tv_tensors.Video(frames), tv_tensors.Mask(labels))
-        video, mask = torch.as_tensor(video).float(), torch.as_tensor(mask)
-        expected = palette[mask].permute(0, 3, 1, 2).float()
-        # interpolation blurs edges: compare away from label boundaries
-        interior = torch.ones_like(mask, dtype=torch.bool)
-        for shift in (1, 2, -1, -2):
-            interior &= (mask == torch.roll(mask, shift, -1)) & (mask == torch.roll(mask, shift, -2))
-        diff = (video - expected).abs().amax(1)[interior]
-        assert diff.max() < 128, f"seed {seed}: frames and masks disagree"  # a misaligned mask gives 255
-        assert torch.equal(mask[0], mask[1])  # one draw for all frames of the chunk
+def test_loader_leaves_the_global_torch_rng_alone(kinetics_shards):
+    """The trainer's RNG (dropout, bit-identical resume) must not depend on when a loader was built or iterated."""
+    cfg = _cfg(kinetics_shards / "train", "data.epoch_length=2")
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    for _ in build_loader(cfg, batch_size=2, seed=0, epoch=1):
+        pass
+    assert torch.equal(before, torch.get_rng_state())
 
 
-def test_frames_mode_draws_independently(kinetics_shards):
-    cfg = _cfg(kinetics_shards / "train", "data.sampling=frames", "data.num_frames=4", "data.superpixels=null")
-    from ssl_video.data.augment import augment_clip
-
-    frames = torch.arange(64, dtype=torch.uint8).view(1, 1, 8, 8).expand(4, 3, 8, 8).repeat(1, 1, 8, 8)
-    out, _ = augment_clip(frames.contiguous(), None, cfg, random.Random(0), per_frame=True)
-    assert not all(torch.allclose(out[0], out[t]) for t in range(1, 4))
+def test_shards_split_over_rank_worker_pairs_when_there_are_enough():
+    shards = [f"s{i}" for i in range(5)]
+    parts = [shards_for(shards, r, 2, w, 2) for r in range(2) for w in range(2)]
+    assert sorted(sum(parts, [])) == shards and all(parts)
+    assert shards_for(shards[:3], 1, 2, 1, 2) == shards[:3]  # fewer shards than pairs: every pair resamples all
 
 
-def test_cap_segments_merges_smallest_and_stays_contiguous():
-    rng = np.random.default_rng(0)
-    labels = torch.from_numpy(rng.integers(0, 30, size=(32, 32)))
-    capped = cap_segments(labels, 10)
-    values = torch.unique(capped)
-    assert torch.equal(values, torch.arange(10))
-    big = torch.zeros(32, 32, dtype=torch.int64)
-    big[:, 16:] = 5
-    assert torch.equal(torch.unique(cap_segments(big, 10)), torch.tensor([0, 1]))  # relabelled contiguously
+def test_views_of_a_sample_share_frames_and_differ_by_augmentation(kinetics_shards):
+    cfg = _cfg(kinetics_shards / "train", "data.num_views=2", "data.superpixels=null", "data.augment=judo")
+    batch = next(iter(build_loader(cfg, batch_size=2, seed=0)))
+    assert batch["clips"].shape == (2, 2, 4, 3, 64, 64) and "superpixels" not in batch
+    assert (batch["camera"] == 0).all()
+    assert not torch.allclose(batch["clips"][:, 0], batch["clips"][:, 1])
 
 
-def test_corrupt_video_is_skipped_and_counted(kinetics_shards, tmp_path):
-    """A shard whose samples carry undecodable video: skipped, counted in batch['skipped'], no crash."""
-    good = shard_list(kinetics_shards / "train")[0]
-    bad_shard = tmp_path / "shard-000000.tar"
-    with tarfile.open(good) as src, tarfile.open(bad_shard, "w") as dst:
-        for member in src.getmembers():
-            data = src.extractfile(member).read()
-            if member.name.endswith(".mp4") and int(member.name.split("/")[-1].split(".")[0][-1], 16) % 2 == 0:
-                data = data[:200]  # truncated video
+def _rewrite_shard(src: str, dst, corrupt=lambda name, data: data) -> None:
+    with tarfile.open(src) as inp, tarfile.open(dst, "w") as out:
+        for member in inp.getmembers():
+            data = corrupt(member.name, inp.extractfile(member).read())
             info = tarfile.TarInfo(member.name)
             info.size = len(data)
-            dst.addfile(info, io.BytesIO(data))
-    manifest = json.loads((kinetics_shards / "train" / "manifest.json").read_text())
-    manifest["shards"] = [{"name": bad_shard.name, "samples": manifest["shards"][0]["samples"]}]
-    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
-    cfg = _cfg(tmp_path)
-    batches = list(build_loader(cfg, batch_size=2, seed=0))
-    assert len(batches) == cfg.epoch_length
-    assert sum(int(b["skipped"].sum()) for b in batches) > 0
+            out.addfile(info, io.BytesIO(data))
 
 
-def test_missing_manifest_is_one_line(tmp_path):
+def _shard_set(folder, names_and_counts) -> None:
+    manifest = {"shards": [{"name": n, "samples": c} for n, c in names_and_counts]}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_truncated_shard_and_corrupt_video_are_skipped_and_counted(kinetics_shards, tmp_path):
+    good = shard_list(kinetics_shards / "train")[0]
+    # shard 0: the videos of two of its samples cut to 200 bytes; shard 1: the tar itself cut inside a member
+    with tarfile.open(good) as tar:
+        cut = sorted({m.name.split(".")[0] for m in tar.getmembers()})[:2]
+    _rewrite_shard(good, tmp_path / "shard-000000.tar",
+                   lambda name, data: data[:200] if name.endswith(".mp4") and name.split(".")[0] in cut else data)
+    raw = open(good, "rb").read()
+    (tmp_path / "shard-000001.tar").write_bytes(raw[: len(raw) // 2 + 100])
+    for name in ("shard-000000.tar", "shard-000001.tar"):  # corrupt videos, then a truncated tar
+        folder = tmp_path / name.replace(".tar", "")
+        folder.mkdir()
+        shutil.copy(tmp_path / name, folder / name)
+        _shard_set(folder, [(name, 4)])
+        cfg = _cfg(folder, "data.epoch_length=6")
+        batches = list(build_loader(cfg, batch_size=2, seed=0))
+        assert len(batches) == cfg.epoch_length, name
+        assert all(b["clips"].isfinite().all() for b in batches)
+        assert sum(int(b["skipped"].sum()) for b in batches) > 0, name  # each kind of damage is counted
+
+
+def test_each_failure_kind_is_counted(kinetics_shards, tmp_path):
+    """Videos all cut: every sample of shard 0 is skipped and counted, the good shard feeds the batches."""
+    shards = shard_list(kinetics_shards / "train")
+    _rewrite_shard(shards[0], tmp_path / "bad.tar", lambda name, data: data[:100] if name.endswith(".mp4") else data)
+    shutil.copy(shards[1], tmp_path / "good.tar")
+    _shard_set(tmp_path, [("bad.tar", 4), ("good.tar", 4)])
+    cfg = _cfg(tmp_path, "data.epoch_length=6")
+    batches = list(build_loader(cfg, batch_size=2, seed=3))
+    assert len(batches) == 6 and sum(int(b["skipped"].sum()) for b in batches) >= 4
+
+
+def test_all_bad_data_stops_with_one_clear_error_instead_of_hanging(kinetics_shards, tmp_path):
+    _rewrite_shard(shard_list(kinetics_shards / "train")[0], tmp_path / "bad.tar",
+                   lambda name, data: b"junk" if name.endswith(".mp4") else data)
+    _shard_set(tmp_path, [("bad.tar", 4)])
+    with pytest.raises(RuntimeError, match="10 bad samples in a row"):
+        list(build_loader(_cfg(tmp_path, "data.skip_limit=10"), batch_size=2, seed=0))
+
+
+def test_empty_shards_stop_with_an_error_instead_of_hanging(tmp_path):
+    with tarfile.open(tmp_path / "empty.tar", "w"):
+        pass  # a valid tar without members: no exception anywhere, just no samples
+    _shard_set(tmp_path, [("empty.tar", 1)])
+    with pytest.raises(RuntimeError, match="10 shards in a row held no sample"):
+        list(build_loader(_cfg(tmp_path, "data.skip_limit=10"), batch_size=2, seed=0))
+
+
+def test_config_errors_are_one_line(kinetics_shards, tmp_path):
     with pytest.raises(FileNotFoundError, match="no manifest.json"):
         shard_list(tmp_path)
+    with pytest.raises(ValueError, match="unknown data.sampling 'chunks'"):
+        build_loader(_cfg(kinetics_shards / "train", "data.sampling=chunks"), batch_size=2)
+    cfg = _cfg(kinetics_shards / "train", "data.num_views=2", "data.positive=other_camera")
+    sample = next(iter(wds.WebDataset(shard_list(cfg.root)[0], shardshuffle=False)))
+    with pytest.raises(ValueError, match="needs 2 cameras per sample, this one has 1"):
+        make_example(sample, cfg, random.Random(0))
 
 
-def test_hard_positives_come_from_two_cameras_with_one_set_of_frame_indices(takes_shards):
-    """Views of a pair are distinct cameras (different pixels), decoded at one shared set of frame indices."""
+def test_hard_positives_are_other_cameras_at_the_same_instants(takes_shards, synthetic_root):
+    """Each view equals the raw camera file's frame that shows the common instant of ``frame_index`` (offsets
+    applied): two different cameras, one instant. Checked against the unpacked takes, not against the loader."""
     cfg = _cfg(
         takes_shards / "train", "data.sampling=frames", "data.num_frames=4", "data.num_views=2",
-        "data.positive=other_camera", "data.superpixels=null", "data.augment=none",
+        "data.positive=other_camera", "data.superpixels=null", "data.augment=none", "data.crop_size=128",
     )  # fmt: skip
-    batch = next(iter(build_loader(cfg, batch_size=4, seed=0)))
-    assert batch["clips"].shape[:3] == (4, 2, 4)
-    assert (batch["camera"][:, 0] != batch["camera"][:, 1]).all()
-    assert not torch.allclose(batch["clips"][:, 0], batch["clips"][:, 1])
-    # the same frame indices serve both views; they are the instants of the per-frame labels as well
-    assert batch["frame_index"].shape == (4, 4) and (batch["frame_labels"] >= 0).all()
+    rng = random.Random(0)
+    for sample in wds.WebDataset(shard_list(cfg.root), shardshuffle=False):
+        meta = json.loads(sample["json"])
+        ex = make_example(sample, cfg, rng)
+        cams = ex["camera"].tolist()
+        assert cams[0] != cams[1]
+        offsets = json.loads((synthetic_root / "takes" / meta["source"] / "annotation.json").read_text())
+        offsets = offsets.get("sync_offsets", {})
+        mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+        std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+        for v, cam in enumerate(cams):
+            name = meta["cameras"][cam]
+            raw = decode_frames((synthetic_root / "takes" / meta["source"] / f"{name}.mp4").read_bytes())
+            instants = np.array([meta.get("timeline_start", 0) + i + offsets.get(name, 0) for i in ex["frame_index"]])
+            got = ((ex["clips"][v] * std + mean) * 255).permute(0, 2, 3, 1).numpy()
+            # mismatch against the raw file shifted by d frames: the packed view must line up at d = 0 exactly
+            errors = {d: np.abs(raw[np.clip(instants + d, 0, len(raw) - 1)] - got).mean() for d in range(-3, 4)}
+            assert min(errors, key=errors.get) == 0, (meta["source"], name, errors)
+            assert errors[0] < 6  # transcoding noise only
 
 
-def test_other_camera_on_single_view_shards_is_a_clear_error(kinetics_shards):
-    cfg = _cfg(kinetics_shards / "train", "data.num_views=2", "data.positive=other_camera")
-    from ssl_video.data.loader import make_example
+def test_shards_of_the_real_videos_load_and_decode(shared_videos, tmp_path):
+    from ssl_video.config import PackConfig, SuperpixelConfig
+    from ssl_video.data.packing import pack
 
-    sample = next(iter(__import__("webdataset").WebDataset(shard_list(cfg.root)[0], shardshuffle=False)))
-    with pytest.raises(ValueError, match="needs multi-view samples"):
-        make_example(sample, cfg, random.Random(0))
+    names = ["demo.mp4", "flipping_a_pancake.mkv", "h265_video.mp4", "rotated_90.mov", "test.avi", "corrupted.mp4"]
+    (tmp_path / "list.txt").write_text("".join(f"{n}\n" for n in names))
+    pack(PackConfig(output=str(tmp_path / "out"), kind="filelist", input=str(shared_videos),
+                    annotations=str(tmp_path / "list.txt"), short_side=64, max_frames=12, shard_size=2),
+         SuperpixelConfig(algos={"slic": {"n_segments": 16, "start_label": 0}}, frame_stride=1), progress=False)
+    cfg = _cfg(tmp_path / "out" / "train", "data.clip_len=2", "data.frame_stride=1", "data.crop_size=32")
+    sources = set()
+    for sample in wds.WebDataset(shard_list(cfg.root), shardshuffle=False):
+        ex = make_example(sample, cfg, random.Random(0))
+        assert ex["clips"].shape == (1, 2, 3, 32, 32) and ex["clips"].std() > 0
+        assert ex["superpixels"].shape == (2, 32, 32)
+        sources.add(json.loads(sample["json"])["source"])
+    assert set(names[:-1]) <= sources  # (corrupted.mp4 breaks after its first 12 frames: it may be packed)
+    batches = list(build_loader(cfg, batch_size=2, seed=0))
+    assert len(batches) == cfg.epoch_length and sum(int(b["skipped"].sum()) for b in batches) == 0
+    assert np.isfinite(torch.cat([b["clips"] for b in batches]).numpy()).all()
