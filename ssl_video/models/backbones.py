@@ -5,7 +5,8 @@ Every backbone has ``out_dim`` and ``input_kind``:
 - ``"frames"``: input ``(N, 3, H, W)``, frames treated independently (ResNet-18, ResNet-18 stride 8);
 - ``"clip"``: input ``(B, T, 3, H, W)`` (ResNet-18 + GRU, X3D-XS; X3D permutes to ``(B, 3, T, H, W)`` itself).
 
-``resnet18`` returns pooled ``(N, 512)`` vectors; ``resnet18_s8`` returns ``(N, 512, H/8, W/8)`` maps.
+``resnet18`` returns pooled ``(N, 512)`` vectors; ``resnet18_s8`` returns ``(N, 512, H/8, W/8)`` maps;
+``resnet18_gru`` returns the GRU's last hidden state ``(B, gru_hidden)``; ``x3d_xs`` returns ``(B, 2048)``.
 Parameter names are torchvision's so ``tools/export_backbone.py`` writes a state_dict that
 ``torchvision.models.resnet18()`` loads (``fc`` excepted, which self-supervision does not train).
 """
@@ -83,3 +84,70 @@ def resnet18(cfg) -> nn.Module:
 @register_backbone("resnet18_s8")
 def resnet18_s8(cfg) -> nn.Module:
     return ResNet18(stride8=True, zero_init_residual=cfg.zero_init_residual)
+
+
+class ResNet18GRU(nn.Module):
+    """ResNet-18 per frame, then a GRU over the T frame features; the clip feature is the last hidden state.
+
+    ``frame_encoder`` is a plain :class:`ResNet18` (torchvision names under ``frame_encoder.``), so the per-frame
+    trunk can be exported alone; probes that want frame features call ``frame_features``.
+    """
+
+    def __init__(self, hidden: int = 512, layers: int = 1, zero_init_residual: bool = False) -> None:
+        super().__init__()
+        self.frame_encoder = ResNet18(stride8=False, zero_init_residual=zero_init_residual)
+        self.gru = nn.GRU(self.frame_encoder.out_dim, hidden, num_layers=layers, batch_first=True)
+        self.out_dim = hidden
+        self.input_kind = "clip"
+
+    def frame_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, T, 3, H, W)`` -> ``(B, T, 512)``."""
+        b, t = x.shape[:2]
+        return self.frame_encoder(x.flatten(0, 1)).view(b, t, -1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 5:
+            raise ValueError(f"resnet18_gru expects clips (B, T, 3, H, W), got shape {tuple(x.shape)}")
+        _, h_n = self.gru(self.frame_features(x))
+        return h_n[-1]
+
+
+class X3D(nn.Module):
+    """pytorchvideo's X3D without its classifier: stem, 4 stages, then the head's projected pooling (2048-d).
+
+    ``create_x3d`` sizes its head pooling for one input size; it is replaced by global average pooling so any
+    clip length / crop works (the judo study: 4-frame chunks at 160-182 px).
+    """
+
+    def __init__(self, clip_len: int = 4, crop_size: int = 160, depth_factor: float = 2.2, width_factor: float = 2.0,
+                 head_dim: int = 2048) -> None:
+        super().__init__()
+        from pytorchvideo.models.x3d import create_x3d
+
+        net = create_x3d(input_clip_length=clip_len, input_crop_size=crop_size, depth_factor=depth_factor,
+                         width_factor=width_factor, head_dim_out=head_dim, model_num_class=1)
+        self.blocks = nn.ModuleList(net.blocks[:-1])
+        pool = net.blocks[-1].pool  # ProjectedPool: 1x1x1 conv, BN, ReLU, pool, 1x1x1 conv, ReLU
+        pool.pool = nn.AdaptiveAvgPool3d(1)
+        self.head_pool = pool
+        self.out_dim = head_dim
+        self.input_kind = "clip"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 5:
+            raise ValueError(f"x3d_xs expects clips (B, T, 3, H, W), got shape {tuple(x.shape)}")
+        x = x.permute(0, 2, 1, 3, 4)  # (B, 3, T, H, W)
+        for block in self.blocks:
+            x = block(x)
+        return torch.flatten(self.head_pool(x), 1)
+
+
+@register_backbone("resnet18_gru")
+def resnet18_gru(cfg) -> nn.Module:
+    return ResNet18GRU(cfg.gru_hidden, cfg.gru_layers, zero_init_residual=cfg.zero_init_residual)
+
+
+@register_backbone("x3d_xs")
+def x3d_xs(cfg) -> nn.Module:
+    # X3D-XS = X3D-S widths (x2.0) and depths (x2.2) on 4 frames at 160 px (Feichtenhofer 2020, Table 1)
+    return X3D(clip_len=4, crop_size=160, depth_factor=2.2, width_factor=2.0, head_dim=cfg.x3d_head_dim)

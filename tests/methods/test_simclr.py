@@ -1,0 +1,74 @@
+"""SimCLR: NT-Xent against an independent computation, 2-rank == 1-rank equivalence, loss falls on synthetic takes."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+from test_hard_positives import small_config, train_steps, two_view_batch
+
+from ssl_video.methods.registry import build_method
+from ssl_video.methods.simclr import nt_xent
+from tests.test_distributed import spawn_ranks
+
+
+def test_nt_xent_matches_a_per_anchor_loop():
+    torch.manual_seed(0)
+    z0, z1 = F.normalize(torch.randn(5, 8), dim=1), F.normalize(torch.randn(5, 8), dim=1)
+    loss, _ = nt_xent(z0, z1, 0.5)
+    z = torch.cat([z0, z1])
+    terms = []
+    for i in range(10):
+        pos = (i + 5) % 10
+        others = [j for j in range(10) if j != i]
+        denom = torch.logsumexp(torch.stack([z[i] @ z[j] / 0.5 for j in others]), 0)
+        terms.append(denom - z[i] @ z[pos] / 0.5)
+    torch.testing.assert_close(loss, torch.stack(terms).mean())
+
+
+def _cfg():
+    return small_config("simclr", "method.proj_dim=16", batch_size=2, num_frames=2)
+
+
+def _full_batch():
+    # float64: in float32 the summation order alone moves conv1's gradients (~15) by ~2e-4; float64 tests the logic
+    return {k: v.double() if v.is_floating_point() else v for k, v in
+            two_view_batch([0, 1], random.Random(0), batch_size=4, num_frames=2).items()}
+
+
+def _rank_worker(rank, world, out):
+    torch.manual_seed(0)
+    method = build_method(_cfg()).double()  # 2 ranks: BN converted to CpuSyncBatchNorm, statistics over both ranks
+    batch = {k: v[2 * rank : 2 * rank + 2] for k, v in _full_batch().items()}
+    loss = method(batch)["loss"]
+    loss.backward()
+    grads = {n: p.grad for n, p in method.named_parameters()}
+    for g in grads.values():  # what DDP does: average the gradients over ranks
+        torch.distributed.all_reduce(g)
+        g /= world
+    torch.distributed.all_reduce(loss.detach_())
+    torch.save({"loss": loss / world, "grads": grads}, f"{out}/r{rank}.pt")
+
+
+@pytest.mark.dist
+def test_two_ranks_equal_one_rank_on_the_concatenated_batch(tmp_path):
+    spawn_ranks(_rank_worker, 2, str(tmp_path))
+    torch.manual_seed(0)
+    method = build_method(_cfg()).double()  # one process: plain BN over the whole (concatenated) batch
+    loss = method(_full_batch())["loss"]
+    loss.backward()
+    for rank in range(2):
+        r = torch.load(tmp_path / f"r{rank}.pt")
+        torch.testing.assert_close(r["loss"], loss.detach(), atol=1e-5, rtol=0)
+        for name, p in method.named_parameters():
+            torch.testing.assert_close(r["grads"][name], p.grad, atol=1e-5, rtol=0, msg=name)
+
+
+def test_loss_falls_on_synthetic_takes():
+    torch.manual_seed(0)
+    rng = random.Random(0)
+    batches = [two_view_batch([0, 1, 2], rng, batch_size=4, num_frames=2) for _ in range(3)]
+    losses = train_steps(build_method(small_config("simclr")), 24, lambda step: batches[step % 3])
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5, losses
