@@ -1,0 +1,386 @@
+"""Online action detection on take shards: ``python -m ssl_video.eval.online_action --shards <dir> --checkpoint <c>``.
+
+The judo study's probe. ``<dir>`` holds the shard sets ``train/`` and ``test/`` made by ``tools/make_shards.py``
+(``pack.kind=takes``); every view of every take is one clip with per-frame labels (``frame_label_idx``; class 0 is
+``background``, which also covers the first and last 15% of every segment, set at pack time).
+
+- chunks of ``chunk_len`` (8 or 4) frames; a chunk's label is the majority of its frames' labels (ties: lower index);
+- training: each step draws ``batch_size`` clips uniformly and one chunk per clip at a uniform start;
+- testing: windows slide over every clip with an overlap of 3 frames (8-frame chunks) or 2 (4-frame chunks);
+- ``model=gru``: frozen per-frame ResNet-18 (global pool) + GRU + linear; SGD momentum 0.9, lr 0.05, 560 steps,
+  lr / 10 at 210 and 420. ``model=x3d``: frozen X3D-XS + linear; lr 1.2, 600 steps, 60 warmup steps then cosine.
+  ``--finetune`` trains the backbone too (the study's fully supervised baseline). Frames: short side resized to
+  ``crop_size``, centre crop, ImageNet normalisation, no augmentation; the head starts with a BatchNorm without
+  affine parameters on the backbone features.
+
+Reports accuracy, per-class accuracy (recall) and the confusion matrix (stdout, CSV, PNG, TensorBoard).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import tarfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+STUDY_OVERLAP = {8: 3, 4: 2}
+SCHEDULES = {  # the judo study's: steps, lr, lr / 10 milestones, warmup steps (then cosine)
+    "gru": {"steps": 560, "lr": 0.05, "milestones": [210, 420], "warmup_steps": 0},
+    "x3d": {"steps": 600, "lr": 1.2, "milestones": None, "warmup_steps": 60},
+}
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Chunks
+# ------------------------------------------------------------------------------------------------------------------
+def chunk_label(labels: Sequence[int] | np.ndarray) -> int:
+    """Majority label of a chunk's frames; ties go to the lower class index (background first)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    if labels.size == 0 or labels.min() < 0:
+        raise ValueError(f"chunk labels must be non-empty and >= 0, got {labels.tolist()}")
+    return int(np.bincount(labels).argmax())
+
+
+def resolve_overlap(chunk_len: int, overlap: int | None) -> int:
+    """The study's overlap for 8- and 4-frame chunks unless given; must leave a positive stride."""
+    if overlap is None:
+        if chunk_len not in STUDY_OVERLAP:
+            raise ValueError(f"chunk_len {chunk_len} has no study overlap (8 -> 3, 4 -> 2): set the overlap")
+        overlap = STUDY_OVERLAP[chunk_len]
+    if not 0 <= overlap < chunk_len:
+        raise ValueError(f"overlap must be in 0..chunk_len-1, got {overlap} for chunk_len {chunk_len}")
+    return overlap
+
+
+def window_starts(num_frames: int, chunk_len: int, overlap: int) -> list[int]:
+    """Test windows: starts ``0, s, 2s, …`` with ``s = chunk_len - overlap``, each window inside the clip."""
+    return list(range(0, num_frames - chunk_len + 1, chunk_len - overlap))
+
+
+def train_start(num_frames: int, chunk_len: int, rng: np.random.Generator) -> int:
+    """One chunk of a clip, at a uniform start."""
+    return int(rng.integers(0, num_frames - chunk_len + 1))
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Take shards
+# ------------------------------------------------------------------------------------------------------------------
+@dataclass
+class Clip:
+    """One view of one take: ``frames`` (T, 3, S, S) uint8 (resized, centre-cropped) and per-frame ``labels``."""
+
+    take: str
+    view: int
+    frames: torch.Tensor
+    labels: np.ndarray
+
+
+def read_samples(folder: str | Path) -> tuple[list[dict], list[str]]:
+    """Samples ``{key: bytes}`` of a shard set, in manifest order, and the manifest's classes."""
+    folder = Path(folder)
+    manifest = folder / "manifest.json"
+    if not manifest.is_file():
+        raise ValueError(f"not a shard set: {manifest} not found")
+    meta = json.loads(manifest.read_text())
+    samples = []
+    for shard in meta["shards"]:
+        # hand-written: evaluation reads every sample once, in order; the training loader resamples at random
+        grouped: dict[str, dict] = {}
+        with tarfile.open(folder / shard["name"]) as tar:
+            for member in tar:
+                if member.isfile():
+                    key, _, ext = Path(member.name).name.partition(".")
+                    grouped.setdefault(key, {"__key__": key})[ext] = tar.extractfile(member).read()
+        samples += grouped.values()
+    return samples, list(meta.get("classes", []))
+
+
+def _resize(frames: np.ndarray, size: int) -> torch.Tensor:
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2)
+    h, w = x.shape[-2:]
+    scale = size / min(h, w)
+    x = F.interpolate(x.float(), size=(max(size, round(h * scale)), max(size, round(w * scale))), mode="bilinear",
+                      antialias=True, align_corners=False)
+    top, left = (x.shape[-2] - size) // 2, (x.shape[-1] - size) // 2
+    return x[..., top : top + size, left : left + size].round().clamp(0, 255).to(torch.uint8)
+
+
+def load_clips(folder: str | Path, size: int) -> tuple[list[Clip], list[str]]:
+    """Every view of every take in a shard set as :class:`Clip` (labels required), and the class names."""
+    from ssl_video.data.decode import decode_frames
+
+    samples, classes = read_samples(folder)
+    clips = []
+    for s in samples:
+        meta = json.loads(s["json"])
+        if "frame_label_idx" not in meta:
+            raise ValueError(f"{folder}: sample {s['__key__']} has no frame_label_idx (pack takes with annotations)")
+        labels = np.asarray(meta["frame_label_idx"], dtype=np.int64)
+        views = sorted(k for k in s if k.startswith("view") and k.endswith(".mp4") and k.count(".") == 1)
+        views = views or (["mp4"] if "mp4" in s else [])
+        for v, key in enumerate(views):
+            frames = decode_frames(s[key])
+            n = min(len(frames), len(labels))
+            clips.append(Clip(s["__key__"], v, _resize(frames[:n], size), labels[:n]))
+    if not clips:
+        raise ValueError(f"{folder}: no clips")
+    return clips, classes
+
+
+def normalise(x: torch.Tensor) -> torch.Tensor:
+    """uint8 ``(..., 3, H, W)`` -> ImageNet-normalised float."""
+    from ssl_video.data.constants import IMAGENET_MEAN, IMAGENET_STD
+
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(3, 1, 1)
+    return (x.float() / 255 - mean) / std
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Probe
+# ------------------------------------------------------------------------------------------------------------------
+def pooled(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Frame features ``(N, D)`` of a frame backbone (maps are globally average-pooled)."""
+    out = backbone(x)
+    return out.mean((-2, -1)) if out.dim() == 4 else out
+
+
+class Probe(nn.Module):
+    """``gru``: per-frame backbone -> GRU -> linear; ``x3d``: clip backbone -> linear. Input ``(B, T, 3, H, W)``."""
+
+    def __init__(self, backbone: nn.Module, model: str, num_classes: int, hidden: int = 512) -> None:
+        super().__init__()
+        self.backbone, self.model = backbone, model
+        dim = backbone.out_dim
+        # BatchNorm without affine parameters on the backbone features (as MAE's linear probe): one learning rate
+        # then fits any backbone's feature scale (an untrained ResNet's pooled features are in the hundreds)
+        self.norm = nn.BatchNorm1d(dim, affine=False)
+        if model == "gru":
+            self.gru = nn.GRU(dim, hidden, batch_first=True)
+            dim = hidden
+        self.fc = nn.Linear(dim, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Backbone part: ``(B, T, D)`` frame features (gru) or ``(B, D)`` clip features (x3d)."""
+        if self.model == "x3d":
+            return self.backbone(x)
+        b, t = x.shape[:2]
+        return pooled(self.backbone, x.flatten(0, 1)).view(b, t, -1)
+
+    def head(self, feats: torch.Tensor) -> torch.Tensor:
+        feats = self.norm(feats.flatten(0, -2)).view(feats.shape)
+        if self.model == "gru":
+            _, h_n = self.gru(feats)
+            feats = h_n[-1]
+        return self.fc(feats)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def lr_at(step: int, sched: dict) -> float:
+    """Learning rate at ``step``: step decay (lr / 10 per milestone passed) or linear warmup then cosine to 0."""
+    if sched["milestones"]:
+        return sched["lr"] * 0.1 ** sum(step >= m for m in sched["milestones"])
+    warm = sched["warmup_steps"]
+    if step < warm:
+        return sched["lr"] * (step + 1) / warm
+    span = max(1, sched["steps"] - warm)
+    return sched["lr"] * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / span)))
+
+
+def schedule(cfg) -> dict:
+    """The study's schedule for ``cfg.model`` with any explicitly set values of ``cfg`` on top."""
+    if cfg.model not in SCHEDULES:
+        raise ValueError(f"eval.online_action.model must be one of {', '.join(SCHEDULES)}, got '{cfg.model}'")
+    sched = dict(SCHEDULES[cfg.model])
+    for key in sched:
+        if getattr(cfg, key) is not None:
+            sched[key] = list(getattr(cfg, key)) if key == "milestones" else getattr(cfg, key)
+    return sched
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Training and testing
+# ------------------------------------------------------------------------------------------------------------------
+class _Features:
+    """Backbone features of chunks; with a frozen backbone they are computed once (per frame, or per chunk for x3d)."""
+
+    def __init__(self, probe: Probe, clips: list[Clip], frozen: bool, device: torch.device, batch: int = 64) -> None:
+        self.probe, self.clips, self.frozen, self.device = probe, clips, frozen, device
+        self.frames: dict[int, torch.Tensor] = {}
+        self.chunks: dict[tuple[int, int], torch.Tensor] = {}
+        if frozen and probe.model == "gru":
+            with torch.no_grad():
+                for i, clip in enumerate(clips):
+                    parts = [pooled(probe.backbone, normalise(clip.frames[j : j + batch].to(device)))
+                             for j in range(0, len(clip.frames), batch)]
+                    self.frames[i] = torch.cat(parts)
+
+    def __call__(self, items: list[tuple[int, int]], chunk_len: int) -> torch.Tensor:
+        if self.frozen and self.probe.model == "gru":
+            return torch.stack([self.frames[i][s : s + chunk_len] for i, s in items])
+        todo = [it for it in items if it not in self.chunks] if self.frozen else items
+        if todo:
+            x = torch.stack([normalise(self.clips[i].frames[s : s + chunk_len].to(self.device)) for i, s in todo])
+            with torch.set_grad_enabled(not self.frozen):
+                feats = self.probe.features(x)
+            if not self.frozen:
+                return feats
+            self.chunks.update({it: f for it, f in zip(todo, feats)})
+        return torch.stack([self.chunks[it] for it in items])
+
+
+def train_probe(probe: Probe, clips: list[Clip], cfg, device: torch.device, writer=None,
+                show_progress: bool = True) -> tuple[list[float], _Features]:
+    """Train the head (and the backbone with ``cfg.finetune``); returns the losses and the feature function."""
+    from tqdm import tqdm
+
+    sched = schedule(cfg)
+    rng = np.random.default_rng(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    probe.to(device)
+    probe.backbone.requires_grad_(cfg.finetune)
+    probe.train()
+    if not cfg.finetune:
+        probe.backbone.eval()  # frozen: BatchNorm statistics stay the pretrained ones
+    usable = [i for i, c in enumerate(clips) if len(c.labels) >= cfg.chunk_len]
+    if not usable:
+        raise ValueError(f"no training clip has {cfg.chunk_len} frames")
+    feats = _Features(probe, clips, not cfg.finetune, device)
+    params = [p for p in probe.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=sched["lr"], momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    losses = []
+    for step in tqdm(range(sched["steps"]), desc=f"probe ({cfg.model})", unit="step", disable=not show_progress):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, sched)
+        picks = rng.choice(usable, size=cfg.batch_size)
+        items = [(int(i), train_start(len(clips[i].labels), cfg.chunk_len, rng)) for i in picks]
+        target = torch.tensor([chunk_label(clips[i].labels[s : s + cfg.chunk_len]) for i, s in items], device=device)
+        loss = F.cross_entropy(probe.head(feats(items, cfg.chunk_len)), target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        if not math.isfinite(losses[-1]):
+            raise ValueError(f"probe loss is not finite at step {step} (lr {lr_at(step, sched)}): lower the lr")
+        if writer is not None and step % cfg.log_every == 0:
+            writer.add_scalar("online_action/loss", losses[-1], step)
+            writer.add_scalar("online_action/lr", lr_at(step, sched), step)
+    return losses, feats
+
+
+@torch.no_grad()
+def predict(probe: Probe, clips: list[Clip], cfg, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """(true, predicted) chunk labels of every test window of every clip."""
+    overlap = resolve_overlap(cfg.chunk_len, cfg.overlap)
+    probe.to(device).eval()
+    feats = _Features(probe, clips, True, device)
+    items = [(i, s) for i, c in enumerate(clips) for s in window_starts(len(c.labels), cfg.chunk_len, overlap)]
+    true = np.array([chunk_label(clips[i].labels[s : s + cfg.chunk_len]) for i, s in items], dtype=np.int64)
+    pred = []
+    for j in range(0, len(items), cfg.eval_batch_size):
+        pred.append(probe.head(feats(items[j : j + cfg.eval_batch_size], cfg.chunk_len)).argmax(1).cpu())
+    return true, torch.cat(pred).numpy() if pred else np.zeros(0, np.int64)
+
+
+def metrics(true: np.ndarray, pred: np.ndarray, num_classes: int) -> dict:
+    """Accuracy, per-class accuracy (recall; NaN for classes absent from ``true``) and its mean over the classes
+    present, confusion matrix (rows: true)."""
+    conf = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(conf, (true, pred), 1)
+    support = conf.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_class = np.where(support > 0, np.diag(conf) / support, np.nan)
+    return {"accuracy": float((true == pred).mean()) if len(true) else float("nan"), "per_class": per_class,
+            "balanced_accuracy": float(np.nanmean(per_class)) if (support > 0).any() else float("nan"),
+            "confusion": conf, "support": support}
+
+
+def confusion_image(conf: np.ndarray, classes: Sequence[str], cell: int = 48) -> np.ndarray:
+    """``(H, W, 3)`` uint8 picture of the row-normalised confusion matrix, counts written in the cells."""
+    from PIL import Image, ImageDraw
+
+    n = len(conf)
+    rows = conf / np.maximum(conf.sum(1, keepdims=True), 1)
+    margin = 8 * max((len(c) for c in classes), default=4) + 8
+    img = Image.new("RGB", (margin + n * cell, margin + n * cell), "white")
+    draw = ImageDraw.Draw(img)
+    for r in range(n):
+        draw.text((4, margin + r * cell + cell // 2 - 5), classes[r], fill="black")
+        draw.text((margin + r * cell + 2, 4 + (r % 2) * 12), classes[r][:cell // 6], fill="black")
+        for c in range(n):
+            shade = int(255 * (1 - rows[r, c]))
+            box = (margin + c * cell, margin + r * cell, margin + (c + 1) * cell - 1, margin + (r + 1) * cell - 1)
+            draw.rectangle(box, fill=(shade, shade, 255))
+            draw.text((box[0] + 4, box[1] + cell // 2 - 5), str(conf[r, c]), fill="black" if shade > 128 else "white")
+    return np.asarray(img)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; returns the exit status."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], prog="python -m ssl_video.eval.online_action")
+    parser.add_argument("--shards", required=True, help="folder with the shard sets train/ and test/ (takes)")
+    parser.add_argument("--checkpoint", required=True, help="training checkpoint, exported backbone, or 'random'")
+    parser.add_argument("--finetune", action="store_true", help="train the backbone too (supervised baseline)")
+    parser.add_argument("--out", help="output folder (default <eval.out_dir>/online_action)")
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. eval.online_action.model=x3d")
+    args = parser.parse_args(argv)
+    from ssl_video.config import ConfigError, load_config
+    from ssl_video.eval.common import fail, format_table, load_backbone, resolve_device, summary_writer, write_csv
+
+    try:
+        cfg = load_config(["eval=online_action", *args.overrides])
+        ocfg = cfg.eval.online_action
+        ocfg.finetune = ocfg.finetune or args.finetune
+        schedule(ocfg)
+        resolve_overlap(ocfg.chunk_len, ocfg.overlap)
+        device = resolve_device(cfg.eval.device)
+        train_clips, classes = load_clips(Path(args.shards) / ocfg.train_split, ocfg.crop_size)
+        test_clips, _ = load_clips(Path(args.shards) / ocfg.split, ocfg.crop_size)
+        backbone, info = load_backbone(args.checkpoint, "x3d_xs" if ocfg.model == "x3d" else "resnet18",
+                                       seed=ocfg.seed)
+    except (ConfigError, ValueError) as exc:
+        return fail(str(exc))
+    num_classes = max(len(classes), 1 + max(int(c.labels.max()) for c in train_clips + test_clips))
+    classes = classes + [f"class{i}" for i in range(len(classes), num_classes)]
+    probe = Probe(backbone, ocfg.model, num_classes, ocfg.gru_hidden)
+    out = Path(args.out or Path(cfg.eval.out_dir) / "online_action")
+    writer = summary_writer(out)
+    try:
+        train_probe(probe, train_clips, ocfg, device, writer)
+        res = metrics(*predict(probe, test_clips, ocfg, device), num_classes)
+    except ValueError as exc:
+        writer.close()
+        return fail(str(exc))
+    picture = confusion_image(res["confusion"], classes)
+    writer.add_image("online_action/confusion", picture.transpose(2, 0, 1), 0)
+    writer.add_scalar("online_action/accuracy", res["accuracy"], 0)
+    writer.close()
+    from PIL import Image
+
+    Image.fromarray(picture).save(out / "confusion.png")
+    rows = [{"class": "all", "accuracy": res["accuracy"], "chunks": int(res["support"].sum())},
+            {"class": "mean per class", "accuracy": res["balanced_accuracy"], "chunks": int(res["support"].sum())}]
+    rows += [{"class": name, "accuracy": float(acc), "chunks": int(n)}
+             for name, acc, n in zip(classes, res["per_class"], res["support"])]
+    write_csv(out / "online_action.csv", rows, ["class", "accuracy", "chunks"])
+    write_csv(out / "confusion.csv", [dict(zip(["true", *classes], [name, *map(int, r)]))
+                                      for name, r in zip(classes, res["confusion"])], ["true", *classes])
+    mode = "finetuned" if ocfg.finetune else "frozen"
+    print(f"backbone: {info['backbone']} ({mode}) from {info['source']}; {ocfg.model}, {ocfg.chunk_len}-frame chunks")
+    print(format_table(rows, ["class", "accuracy", "chunks"]))
+    print(f"wrote {out}/online_action.csv, confusion.csv, confusion.png, TensorBoard {out}/tb")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,135 @@
+"""Online action probe: chunk labels, window counts, the 15% background, schedules, end-to-end training."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from ssl_video.config import OnlineActionEvalConfig
+from ssl_video.eval import online_action as oa
+
+
+def test_chunk_label_is_the_majority_ties_to_lower_index():
+    assert oa.chunk_label([0, 2, 2, 2, 0, 1, 2, 0]) == 2
+    assert oa.chunk_label([3, 3, 1, 1]) == 1  # tie: the lower class index
+    assert oa.chunk_label([0, 0, 5, 5, 5, 0, 0, 0]) == 0
+    with pytest.raises(ValueError, match="labels"):
+        oa.chunk_label([])
+
+
+@pytest.mark.parametrize(("n", "chunk_len", "expected"), [(48, 8, 9), (48, 4, 23), (8, 8, 1), (7, 8, 0), (13, 8, 2)])
+def test_sliding_window_counts_with_study_overlap(n, chunk_len, expected):
+    overlap = oa.resolve_overlap(chunk_len, None)
+    assert overlap == {8: 3, 4: 2}[chunk_len]
+    starts = oa.window_starts(n, chunk_len, overlap)
+    assert len(starts) == expected == (max(0, (n - chunk_len) // (chunk_len - overlap) + 1) if n >= chunk_len else 0)
+    assert all(b - a == chunk_len - overlap for a, b in zip(starts, starts[1:]))
+    assert not starts or starts[-1] + chunk_len <= n
+
+
+def test_overlap_must_leave_a_stride():
+    with pytest.raises(ValueError, match="overlap"):
+        oa.resolve_overlap(8, 8)
+    with pytest.raises(ValueError, match="study overlap"):
+        oa.resolve_overlap(6, None)
+
+
+def test_train_starts_are_uniform_over_valid_positions():
+    rng = np.random.default_rng(0)
+    starts = [oa.train_start(20, 8, rng) for _ in range(6000)]
+    counts = np.bincount(starts)
+    assert len(counts) == 13 and counts.min() > 6000 / 13 * 0.8
+
+
+def test_background_is_15_percent_of_each_segment_edge(takes_shards, synthetic_root):
+    samples, classes = oa.read_samples(takes_shards / "train")
+    assert classes[0] == "background"
+    for s in samples:
+        meta = json.loads(s["json"])
+        labels = np.asarray(meta["frame_label_idx"])
+        seg = json.loads((synthetic_root / "takes" / meta["source"] / "annotation.json").read_text())["segments"][0]
+        edge = int(np.floor(0.15 * (seg["end"] - seg["start"]) + 0.5))
+        frames = np.arange(len(labels)) + meta["timeline_start"]
+        inside = (frames >= seg["start"] + edge) & (frames < seg["end"] - edge)
+        np.testing.assert_array_equal(labels > 0, inside)  # the segment's edges and the outside are background
+        assert set(labels[inside]) == {classes.index(seg["label"])}
+    # the rule itself, on a hand-made segment of 40 frames: 6 background frames at each edge (round(0.15 * 40))
+    from ssl_video.data.pack_inputs import frame_labels
+
+    names = frame_labels([{"start": 10, "end": 50, "label": "sway"}], 0, 60, 25.0, 25.0, 0.15)
+    assert names[:16] == ["background"] * 16 and names[16:44] == ["sway"] * 28 and names[44:] == ["background"] * 16
+    labels = np.array([n == "sway" for n in names], dtype=np.int64)
+    assert oa.chunk_label(labels[10:18]) == 0  # a chunk at the segment start is mostly background
+    assert oa.chunk_label(labels[20:28]) == 1
+
+
+def test_schedules_are_the_studys():
+    gru = oa.schedule(OmegaConf.structured(OnlineActionEvalConfig()))
+    assert gru == {"steps": 560, "lr": 0.05, "milestones": [210, 420], "warmup_steps": 0}
+    assert [oa.lr_at(s, gru) for s in (0, 209, 210, 419, 420, 559)] == pytest.approx([0.05, 0.05, 0.005, 0.005,
+                                                                                       0.0005, 0.0005])
+    x3d = oa.schedule(OmegaConf.structured(OnlineActionEvalConfig(model="x3d")))
+    assert x3d["steps"] == 600 and x3d["lr"] == 1.2 and x3d["warmup_steps"] == 60
+    assert oa.lr_at(0, x3d) == pytest.approx(1.2 / 60) and oa.lr_at(59, x3d) == pytest.approx(1.2)
+    assert oa.lr_at(60 + 270, x3d) == pytest.approx(0.6) and oa.lr_at(599, x3d) < 1e-4
+    with pytest.raises(ValueError, match="model"):
+        oa.schedule(OmegaConf.structured(OnlineActionEvalConfig(model="lstm")))
+
+
+def test_metrics_and_confusion_picture():
+    res = oa.metrics(np.array([0, 0, 1, 1, 2]), np.array([0, 1, 1, 1, 0]), 4)
+    assert res["accuracy"] == pytest.approx(3 / 5)
+    np.testing.assert_allclose(res["per_class"][:3], [0.5, 1.0, 0.0])
+    assert np.isnan(res["per_class"][3]) and res["balanced_accuracy"] == pytest.approx(0.5)
+    assert res["confusion"].tolist() == [[1, 1, 0, 0], [0, 2, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]]
+    img = oa.confusion_image(res["confusion"], ["background", "a", "b", "c"])
+    assert img.ndim == 3 and img.shape[2] == 3 and img.dtype == np.uint8
+
+
+@pytest.mark.slow
+def test_probe_trains_and_beats_chance_on_held_out_camera(takes_shards):
+    """Frozen untrained ResNet-18 + GRU: trained on cameras 0-1 of every take, tested on camera 2."""
+    from ssl_video.eval.common import load_backbone
+
+    torch.manual_seed(0)
+    clips = [c for split in ("train", "val", "test") for c in oa.load_clips(takes_shards / split, 64)[0]]
+    train, test = [c for c in clips if c.view < 2], [c for c in clips if c.view == 2]
+    cfg = OmegaConf.structured(OnlineActionEvalConfig(steps=150, milestones=[60, 120]))
+    backbone, _ = load_backbone("random", "resnet18")
+    probe = oa.Probe(backbone, "gru", 4)
+    frozen = [p.clone() for p in backbone.parameters()]
+    losses, _ = oa.train_probe(probe, train, cfg, torch.device("cpu"), show_progress=False)
+    assert np.mean(losses[-20:]) < np.mean(losses[:20])
+    assert all(torch.equal(a, b) for a, b in zip(frozen, backbone.parameters()))  # frozen really is frozen
+    res = oa.metrics(*oa.predict(probe, test, cfg, torch.device("cpu")), 4)
+    assert res["balanced_accuracy"] > 0.5  # chance: 0.25
+    assert res["accuracy"] > (res["confusion"].sum(1).max() / res["confusion"].sum())  # above the majority class
+
+
+def test_cli_end_to_end_writes_tables(takes_shards, tmp_path, capsys):
+    out = tmp_path / "oa"
+    rc = oa.main(["--shards", str(takes_shards), "--checkpoint", "random", "--out", str(out),
+                  "eval.online_action.steps=3", "eval.online_action.crop_size=32", "eval.online_action.batch_size=4"])
+    assert rc == 0
+    stdout = capsys.readouterr().out
+    assert "mean per class" in stdout and "background" in stdout
+    for name in ("online_action.csv", "confusion.csv", "confusion.png"):
+        assert (out / name).is_file()
+    rc = oa.main(["--shards", str(tmp_path / "nope"), "--checkpoint", "random"])
+    err = capsys.readouterr().err
+    assert rc != 0 and err.startswith("error:") and "manifest.json" in err
+
+
+def test_finetune_updates_the_backbone(takes_shards):
+    from ssl_video.eval.common import load_backbone
+
+    clips, _ = oa.load_clips(takes_shards / "val", 32)
+    cfg = OmegaConf.structured(OnlineActionEvalConfig(steps=2, batch_size=2, finetune=True))
+    backbone, _ = load_backbone("random", "resnet18")
+    before = backbone.conv1.weight.clone()
+    oa.train_probe(oa.Probe(backbone, "gru", 4), clips, cfg, torch.device("cpu"), show_progress=False)
+    assert not torch.equal(before, backbone.conv1.weight)
