@@ -116,7 +116,7 @@ class OptimConfig:
     schedule: str = "cosine"  # cosine | constant | step
     step_milestones: list[int] = field(default_factory=list)
     grad_clip: float | None = None
-    lars_eta: float = 0.001
+    lars_eta: float = 0.001  # LARS trust coefficient (SimCLR/BYOL); biases and norm parameters are not adapted
 
 
 @dataclass
@@ -127,7 +127,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     amp: bool = True  # bf16 autocast, on CUDA only
     channels_last: bool = False
-    compile: bool = False
+    compile: bool = False  # torch.compile the module each step calls (DDP-wrapped when distributed)
     deterministic: bool = False
     out_dir: str = "runs/default"
     log_every: int = 10

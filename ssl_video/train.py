@@ -12,7 +12,7 @@ already done. Only rank 0 writes TensorBoard and checkpoints.
 
 from __future__ import annotations
 
-import math
+import resource
 import signal
 import sys
 import time
@@ -27,33 +27,11 @@ from ssl_video import checkpoint as ckpt
 from ssl_video.config import ConfigError, load_config, save_config, to_yaml
 from ssl_video.distributed import DistInfo, init_distributed
 from ssl_video.methods.registry import build_method
+from ssl_video.optim import build_optimizer, build_scheduler
 
 
 class NonFiniteLoss(RuntimeError):
     """The loss became NaN or inf; the run stops and the last checkpoint is kept."""
-
-
-def build_optimizer(params, cfg) -> torch.optim.Optimizer:
-    o = cfg.optim
-    if o.name == "sgd":
-        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-    if o.name in ("adam", "adamw"):
-        cls = torch.optim.Adam if o.name == "adam" else torch.optim.AdamW
-        return cls(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
-    raise ConfigError(f"optim.name '{o.name}' is not supported (sgd | adam | adamw)")
-
-
-def lr_factor(step: int, cfg) -> float:
-    """Linear warmup then cosine / constant / step decay, as a factor of ``optim.lr``."""
-    o, total = cfg.optim, max(1, cfg.train.steps)
-    if step < o.warmup_steps:
-        return (step + 1) / o.warmup_steps
-    if o.schedule == "cosine":
-        progress = (step - o.warmup_steps) / max(1, total - o.warmup_steps)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    if o.schedule == "step":
-        return 0.1 ** sum(step >= m for m in o.step_milestones)
-    return 1.0
 
 
 class Stop:
@@ -79,6 +57,16 @@ class Stop:
         if callable(previous):
             previous(self.requested, None)  # submitit: checkpoint() -> requeue -> exit
         sys.exit(0)
+
+
+def peak_mib(device: torch.device) -> float:
+    """Peak memory in MiB: on CUDA the allocator's peak of tensor memory on ``device``; on CPU the process's peak
+    resident set size (``ru_maxrss``: KiB on Linux, bytes on macOS), which also counts Python, libraries and loader
+    buffers held by this process (not its DataLoader workers), so the tag exists on every device."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
 
 
 def _device(cfg, info: DistInfo) -> torch.device:
@@ -109,8 +97,8 @@ def train(cfg, loader_fn=None) -> dict:
     method = build_method(cfg).to(device)
     if cfg.train.channels_last:
         method = method.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer([p for p in method.parameters() if p.requires_grad], cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
+    optimizer = build_optimizer(method, cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.optim, cfg.train.steps)
 
     step = 0
     latest = ckpt.latest_checkpoint(out_dir) if cfg.train.resume else None
@@ -127,6 +115,10 @@ def train(cfg, loader_fn=None) -> dict:
     model = method
     if info.world_size > 1:
         model = DistributedDataParallel(method, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.train.compile:
+        # compile the module the step calls (DDP-wrapped when distributed, so compile's DDP optimiser splits graphs
+        # at bucket boundaries); checkpoints still save ``method``, whose parameter names compile does not prefix
+        model = torch.compile(model)
 
     writer = None
     if info.is_main:
@@ -200,8 +192,7 @@ def train(cfg, loader_fn=None) -> dict:
                 writer.add_scalar("Speed/clips_per_sec_per_gpu", cfg.train.batch_size / max(elapsed, 1e-9), step)
                 writer.add_scalar("Speed/data_wait_fraction", data_wait / max(elapsed, 1e-9), step)
                 writer.add_scalar("Data/skipped_samples", skipped_total, step)
-                if device.type == "cuda":
-                    writer.add_scalar("Memory/peak_MiB", torch.cuda.max_memory_allocated(device) / 2**20, step)
+                writer.add_scalar("Memory/peak_MiB", peak_mib(device), step)
                 for key, value in out.items():
                     if key != "loss" and torch.is_tensor(value) and value.numel() == 1:
                         writer.add_scalar(f"Method/{key}", float(value), step)

@@ -1,0 +1,98 @@
+"""Console scripts: every one in setup.py resolves; ``ssl-video-submit`` behaves as ``python launch/submit.py``."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.metadata
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _console_scripts() -> dict[str, str]:
+    """``{name: "module:function"}`` read from setup.py's source (no setup() call)."""
+    tree = ast.parse((REPO / "setup.py").read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Dict):
+            for key, value in zip(node.keys, node.values):
+                if isinstance(key, ast.Constant) and key.value == "console_scripts":
+                    items = [ast.literal_eval(v) for v in value.elts]
+                    return dict(item.split("=", 1) for item in items)
+    raise AssertionError("setup.py declares no console_scripts")
+
+
+def test_every_console_script_in_setup_py_resolves():
+    scripts = _console_scripts()
+    assert scripts["ssl-video-submit"] == "ssl_video.launch_cli:main"
+    for name, target in scripts.items():
+        module, func = target.split(":")
+        assert callable(getattr(importlib.import_module(module), func, None)), f"{name} -> {target}"
+
+
+def test_installed_entry_point_is_launch_cli_main():
+    try:
+        eps = importlib.metadata.entry_points(group="console_scripts")
+    except Exception:  # pragma: no cover - very old importlib.metadata
+        pytest.skip("importlib.metadata cannot list entry points")
+    submit = [ep for ep in eps if ep.name == "ssl-video-submit"]
+    if not submit:
+        pytest.skip("ssl-video is not installed in this environment (pip install -e .)")
+    from ssl_video.launch_cli import main
+
+    assert submit[0].load() is main
+
+
+def test_dry_run_prints_the_sbatch_script_from_any_directory(tmp_path):
+    script = Path(sys.executable).parent / "ssl-video-submit"
+    cmd = [str(script)] if script.is_file() else [sys.executable, "-m", "ssl_video.launch_cli"]
+    proc = subprocess.run([*cmd, "--nodes", "2", "--method", "moco", "--time", "30", "--dry-run"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    for line in ("#!/bin/bash", "#SBATCH --nodes=2", "#SBATCH --time=30", "#SBATCH --job-name=moco"):
+        assert line in proc.stdout, line
+    assert "srun" in proc.stdout and "submitit.core._submit" in proc.stdout
+
+
+def test_bad_override_exits_with_one_line(capsys):
+    from ssl_video.launch_cli import main
+
+    with pytest.raises(SystemExit, match="error: unknown config key 'train.stepz'"):
+        main(["--method", "walk_superpixel", "--dry-run", "train.stepz=3"])
+    assert sys.argv[0] != str(REPO / "launch" / "submit.py")  # argv restored
+
+
+def test_submitted_job_unpickles_where_launch_submit_was_never_imported(tmp_path, monkeypatch, capsys):
+    """submitit pickles the job with cloudpickle; the compute node must rebuild it without our launcher module."""
+    import cloudpickle
+    import submitit
+
+    from ssl_video.launch_cli import main
+
+    submitted = []
+
+    class FakeExecutor:  # stands in for SLURM: keeps the submitted object
+        def __init__(self, folder, cluster=None):
+            self.folder = folder
+
+        def update_parameters(self, **params):
+            self.params = params
+
+        def submit(self, job):
+            submitted.append(job)
+            return type("Job", (), {"job_id": "42"})()
+
+    monkeypatch.setattr(submitit, "AutoExecutor", FakeExecutor)
+    assert main(["--method", "simclr", f"launch.folder={tmp_path / 'jobs'}", "train.steps=5"]) == 0
+    assert "submitted job 42" in capsys.readouterr().out
+    payload = cloudpickle.dumps(submitted[0])
+    check = ("import pickle, sys; job = pickle.loads(sys.stdin.buffer.read()); "
+             "assert 'ssl_video_launch_submit' not in sys.modules and 'submit' not in sys.modules; "
+             "print(type(job).__name__, 'steps: 5' in job.config_yaml, type(job.checkpoint()).__name__)")  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", check], input=payload, cwd=tmp_path, capture_output=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.stdout.decode().split() == ["TrainingJob", "True", "DelayedSubmission"]
