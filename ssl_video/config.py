@@ -69,7 +69,9 @@ class DataConfig:
     epoch_length: int = 100  # batches per rank per epoch: equal on every rank by construction
     shuffle_buffer: int = 64
     num_workers: int = 2
-    decoder: str = "auto"  # auto | cpu | gpu (decord.gpu(LOCAL_RANK) where decord has CUDA; else CPU + one warning)
+    # auto | cpu | gpu | pyav; gpu: decord.gpu(LOCAL_RANK) where built with CUDA (else CPU + one warning);
+    # pyav: per-GOP CPU decoding that skips unneeded non-reference frames
+    decoder: str = "auto"
     skip_limit: int = 100  # bad samples in a row before the loader stops with an error (a config problem, not data)
 
 

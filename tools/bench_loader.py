@@ -6,7 +6,10 @@
 Runs the loader's per-sample stages on one thread over samples read from the shards and prints ms/clip and clips/s
 per core for each stage and in total, then the end-to-end rate of ``build_loader`` with ``--workers`` workers.
 Defaults: 4-frame clips at 256² with slic superpixels (``method=walk_superpixel``), the walk preset.
-The decoder line says which decoder ran: decord's PyPI wheels are CPU-only, so no GPU-decode figure comes from them.
+The decoder line says which decoder ran: decord's PyPI wheels are CPU-only, so no GPU-decode figure comes from them;
+``data.decoder=pyav`` selects the per-GOP PyAV decoder (ssl_video/data/decode.py).
+With ``data.gpu_augment=true`` the photometric part runs on the device on whole batches: it is then excluded from the
+worker figures (the line says so), which count only what a worker does.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from tqdm import tqdm
 from ssl_video.config import load_config
 from ssl_video.data import augment, sampling
 from ssl_video.data.decode import decode_frames, resolve_decoder
-from ssl_video.data.loader import build_loader, shard_list
+from ssl_video.data.loader import build_loader, make_example, shard_list
 
 
 def _pack_videos(videos: Path, out: Path) -> Path:
@@ -47,7 +50,7 @@ def _pack_videos(videos: Path, out: Path) -> Path:
 STAGES = ("decode", "superpixels", "augment")
 
 
-def stage_times(samples: list[dict], cfg, clips: int) -> tuple[dict[str, float], dict[str, float]]:
+def stage_times(samples: list[dict], cfg, clips: int, ctx: str) -> tuple[dict[str, float], dict[str, float]]:
     """(wall seconds, CPU seconds of this process) per stage over ``clips`` clips on one thread.
 
     CPU seconds count every thread of the process, so clips per CPU-second is the per-core figure that holds up when
@@ -69,7 +72,7 @@ def stage_times(samples: list[dict], cfg, clips: int) -> tuple[dict[str, float],
         prefix = sampling.view_prefixes(sample)[0]
         indices = sampling.choose_frames(meta, cfg, rng)
         t0 = clock()
-        frames = torch.from_numpy(decode_frames(sample[f"{prefix}mp4"], indices)).permute(0, 3, 1, 2)
+        frames = torch.from_numpy(decode_frames(sample[f"{prefix}mp4"], indices, ctx=ctx)).permute(0, 3, 1, 2)
         t1 = clock()
         labels = None
         if cfg.superpixels:
@@ -117,9 +120,10 @@ def main() -> None:
     samples = [s for s in wds.WebDataset(shard_list(cfg.root), shardshuffle=False) if _fits(s, cfg)]
     if not samples:
         sys.exit(f"error: no sample of {cfg.root} holds a {cfg.clip_len}-frame clip at stride {cfg.frame_stride}")
-    wall, cpu = stage_times(samples, cfg, args.clips)
+    wall, cpu = stage_times(samples, cfg, args.clips, decoder)
+    photometric = "on the device, excluded from these figures" if cfg.gpu_augment else "in the worker, included"
     print(f"{args.clips} clips of {cfg.clip_len}x{cfg.crop_size}² (superpixels: {cfg.superpixels}, "
-          f"augment: {cfg.augment}), one thread, decoder: {decoder}")  # fmt: skip
+          f"augment: {cfg.augment}, photometric part {photometric}), one thread, decoder: {decoder}")  # fmt: skip
     print(f"  {'stage':12s} {'wall ms/clip':>12s} {'CPU ms/clip':>12s} {'clips/CPU-s':>12s}")
     for stage in STAGES:
         print(f"  {stage:12s} {1000 * wall[stage] / args.clips:12.2f} {1000 * cpu[stage] / args.clips:12.2f} "
@@ -127,6 +131,11 @@ def main() -> None:
     total_wall, total_cpu = sum(wall.values()), sum(cpu.values())
     print(f"  per-sample work: {args.clips / total_cpu:.1f} clips/s per core (CPU time), "
           f"{args.clips / total_wall:.1f} clips/s wall (lower when the cores are shared)")  # fmt: skip
+    rng, start = random.Random(1), time.process_time()
+    for i in range(args.clips):  # the loader's own per-sample function, stacking and bookkeeping included
+        make_example(samples[i % len(samples)], cfg, rng, ctx=decoder)
+    print(f"  make_example (the loader's per-sample call): {args.clips / (time.process_time() - start):.1f} clips/s "
+          "per core (CPU time)")  # fmt: skip
     batches = max(1, args.clips // args.batch_size)
     loader_cfg = OmegaConf.merge(cfg, {"epoch_length": batches, "num_workers": args.workers})
     start = time.perf_counter()

@@ -9,6 +9,9 @@ CUDA the achieved FLOP/s and its fraction of the device's bf16 peak.
 Patches default to ``size/4`` at stride ``size/8`` (7×7 = 49 nodes, videowalk's 64 at 32 on 256²); superpixels are
 SLIC with ``--superpixels`` segments on rendered moving shapes, so both graphs have about the same node count.
 
+On CPU the step is also given in process CPU seconds (all threads), which other load on the machine barely changes;
+wall-clock step times on a busy machine are not comparable between methods.
+
 Peak memory: CUDA ``max_memory_allocated``; CPU the growth of the process's peak RSS (``resource.getrusage``) over
 the steps, each measurement in a fresh subprocess so one does not hide the next. Largest batch: on CUDA found by
 doubling then bisecting until out-of-memory; on CPU extrapolated linearly from the peaks at ``batch`` and
@@ -97,12 +100,13 @@ def run_steps(method: str, batch_size: int, args, device: str, count_flops: bool
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    times = []
+    times, cpu_times = [], []
     for _ in range(args.steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = step()
         sync()
         times.append(time.perf_counter() - t0)
+        cpu_times.append(time.process_time() - c0)
     if device == "cuda":
         peak = torch.cuda.max_memory_allocated()
     else:  # ru_maxrss is in KiB on Linux; the warm-up already allocated parameters, grads and momentum
@@ -116,7 +120,9 @@ def run_steps(method: str, batch_size: int, args, device: str, count_flops: bool
         with counter:
             step()
         flops = counter.get_total_flops()
+    # CPU: process CPU seconds (all threads) per step as well, which other load on the machine barely changes
     result = {"method": method, "batch": batch_size, "step_s": statistics.median(times), "step_s_all": times,
+              "cpu_s": statistics.median(cpu_times),
               "peak_bytes": peak, "walk_acc": float(out["walk_acc"]), "nodes": float(out["nodes_per_frame"]),
               "flops": flops}
     if device != "cuda":
@@ -220,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device {device} ({where}"
           f", {dtype}); clips {args.batch}x{args.frames}x{args.size}²; budget {args.budget_gb:g} GiB")
     print(f"{'method':<17}{'nodes':>6}{'GFLOP':>8}{'step s':>9}{'clips/s':>9}{'peak MiB':>10}{'max batch':>14}"
-          + (f"{'TFLOP/s':>9}{'of peak':>9}" if device == "cuda" else ""))
+          + (f"{'TFLOP/s':>9}{'of peak':>9}" if device == "cuda" else f"{'CPU s':>9}"))
     for r in rows:
         gflop = f"{r['flops'] / 1e9:>8.1f}" if r["flops"] else f"{'?':>8}"
         line = (f"{r['method']:<17}{r['nodes']:>6.1f}{gflop}{r['step_s']:>9.3f}{r['batch'] / r['step_s']:>9.2f}"
@@ -228,12 +234,17 @@ def main(argv: list[str] | None = None) -> int:
         if device == "cuda":
             tflops = r["flops"] / r["step_s"] / 1e12
             line += f"{tflops:>9.1f}" + (f"{100 * tflops / peak:>8.1f}%" if peak else f"{'?':>9}")
+        else:
+            line += f"{r['cpu_s']:>9.3f}"
         print(line)
     if len(rows) >= 2:
         by = {r["method"]: r for r in rows}
         if {"walk_patch", "walk_superpixel"} <= set(by):
             ratio = by["walk_superpixel"]["step_s"] / by["walk_patch"]["step_s"]
             print(f"walk_superpixel / walk_patch step time: {ratio:.2f} (goal <= 0.5)")
+            if device != "cuda":
+                cpu_ratio = by["walk_superpixel"]["cpu_s"] / by["walk_patch"]["cpu_s"]
+                print(f"walk_superpixel / walk_patch CPU time per step: {cpu_ratio:.2f} (robust to other load)")
             if by["walk_patch"]["flops"] and by["walk_superpixel"]["flops"]:
                 flop_ratio = by["walk_superpixel"]["flops"] / by["walk_patch"]["flops"]
                 print(f"walk_superpixel / walk_patch FLOPs per step: {flop_ratio:.2f} (timing-noise free)")

@@ -124,21 +124,58 @@ def apply_geometric(frames: torch.Tensor, labels: torch.Tensor | None, p: AugPar
     return video.as_subclass(torch.Tensor), None if mask is None else mask.as_subclass(torch.Tensor)
 
 
+_GRAY = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights
+
+
+def _gray(x: torch.Tensor) -> torch.Tensor:
+    """``(..., 3, H, W)`` float -> ``(..., 1, H, W)`` luma, torchvision's formula, on whole channel planes."""
+    return x[..., 0, :, :].mul(_GRAY[0]).add_(x[..., 1, :, :], alpha=_GRAY[1]).add_(x[..., 2, :, :], alpha=_GRAY[2])[
+        ..., None, :, :
+    ]
+
+
+def _blend_(x: torch.Tensor, other: torch.Tensor | float, ratio: float) -> torch.Tensor:
+    """torchvision's ``_blend`` in place: ``ratio * x + (1 - ratio) * other`` clamped to [0, 1]."""
+    x.mul_(ratio)
+    if not isinstance(other, float) or other != 0.0:
+        x.add_(other, alpha=1.0 - ratio)
+    return x.clamp_(0, 1)
+
+
+def to_float(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 frames of any memory layout -> a new contiguous float32 tensor in [0, 1].
+
+    The warps leave channels-last uint8 (their fast path); the colour ops broadcast per channel, which is 3-4x slower
+    in that layout (innermost dimension of 3), so the layout changes once, with the dtype, in a single copy."""
+    out = torch.empty(frames.shape, dtype=torch.float32, device=frames.device).copy_(frames)
+    return out.mul_(1.0 / 255)
+
+
 def apply_photometric(frames: torch.Tensor, p: AugParams) -> torch.Tensor:
-    """Colour jitter and grayscale on ``(T, 3, H, W)`` frames (uint8, or float in [0, 1])."""
+    """Colour jitter and grayscale on ``(..., 3, H, W)`` frames (uint8, or float in [0, 1]) -> float in [0, 1].
+
+    Same formulas and op order as v2.ColorJitter / v2.Grayscale on float images (tested equal to them), run in place
+    on one float copy; the input is never modified."""
+    x = to_float(frames) if frames.dtype == torch.uint8 else frames.contiguous().clone()
+    return _photometric_(x, p)
+
+
+def _photometric_(x: torch.Tensor, p: AugParams) -> torch.Tensor:
+    """``apply_photometric`` in place on a contiguous float tensor in [0, 1] that the caller owns."""
     if p.jitter is not None:
         order, brightness, contrast, saturation, hue = p.jitter
-        ops = (
-            lambda x: F.adjust_brightness(x, brightness),
-            lambda x: F.adjust_contrast(x, contrast),
-            lambda x: F.adjust_saturation(x, saturation),
-            lambda x: F.adjust_hue(x, hue) if hue else x,  # hue is the costly one (RGB<->HSV): skip a zero shift
-        )
         for k in order:
-            frames = ops[k](frames)
+            if k == 0:
+                _blend_(x, 0.0, brightness)
+            elif k == 1:  # blend towards each frame's mean luma
+                _blend_(x, _gray(x).mean(dim=(-3, -2, -1), keepdim=True), contrast)
+            elif k == 2:
+                _blend_(x, _gray(x), saturation)
+            elif hue:  # hue is the costly one (RGB<->HSV): skip a zero shift
+                x = F.adjust_hue(x, hue)
     if p.gray:
-        frames = F.rgb_to_grayscale(frames, num_output_channels=3)
-    return frames
+        x = _gray(x).expand(x.shape).contiguous()
+    return x
 
 
 def apply_erase(frames: torch.Tensor, p: AugParams) -> torch.Tensor:
@@ -152,10 +189,13 @@ _MEAN, _STD = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_S
 
 
 def normalise(frames: torch.Tensor) -> torch.Tensor:
-    """uint8 (or [0, 1] float) frames ``(..., 3, H, W)`` -> float32 normalised with ImageNet mean/std."""
-    scale = 1.0 / (_STD.to(frames.device) * (255.0 if frames.dtype == torch.uint8 else 1.0))
-    # one multiply-add: x * scale + (-mean / std)
-    return torch.addcmul((-_MEAN / _STD).to(frames.device), frames.float(), scale)
+    """uint8 (or [0, 1] float) frames ``(..., 3, H, W)`` -> new contiguous float32, ImageNet mean/std normalised."""
+    return _normalise_(to_float(frames) if frames.dtype == torch.uint8 else frames.float().contiguous().clone())
+
+
+def _normalise_(x: torch.Tensor) -> torch.Tensor:
+    """In place on contiguous [0, 1] floats: ``x / std - mean / std`` (per-channel ops on whole planes are fast)."""
+    return x.mul_((1.0 / _STD).to(x.device)).add_((-_MEAN / _STD).to(x.device))
 
 
 def denormalise(frames: torch.Tensor) -> torch.Tensor:
@@ -164,14 +204,8 @@ def denormalise(frames: torch.Tensor) -> torch.Tensor:
 
 def cap_segments(labels: torch.Tensor, max_segments: int) -> torch.Tensor:
     """Relabel one map ``(H, W)`` contiguously; beyond ``max_segments`` merge the smallest into the nearest kept one."""
-    flat = labels.reshape(-1)
-    low = int(flat.min())
-    # hand-written relabelling: a bincount lookup table is O(pixels), torch.unique sorts (4x slower at 256²)
-    counts = torch.bincount((flat - low).long())
-    present = counts > 0
-    lut = torch.cumsum(present, 0) - 1
-    inverse = lut[(flat - low).long()].view(labels.shape)
-    counts = counts[present]
+    inverse = relabel(labels[None])[0][0]
+    counts = torch.bincount(inverse.view(-1))
     if len(counts) <= max_segments:
         return inverse
     keep = torch.zeros(len(counts), dtype=torch.bool)
@@ -216,17 +250,39 @@ def augment_clip(
 
 
 def finish_frames(video: torch.Tensor, p: AugParams, photometric: bool = True) -> torch.Tensor:
-    """Warped uint8 frames -> photometric draw (unless left to the GPU) -> normalised float32."""
-    if not photometric or (p.jitter is None and not p.gray):
-        video = normalise(video)
-    else:  # jitter on floats: on uint8 each op converts to float and back (2x slower)
-        video = normalise(apply_photometric(video.float().div_(255), p))
-    return apply_erase(video, p) if photometric else video
+    """Warped uint8 frames -> photometric draw (unless left to the device) -> normalised contiguous float32."""
+    x = to_float(video)  # one copy; every later op runs in place on it
+    if photometric:
+        x = _photometric_(x, p)
+    x = _normalise_(x)
+    return apply_erase(x, p) if photometric else x
+
+
+def relabel(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Label maps ``(T, H, W)`` (any integer labels, e.g. -1 fill) -> contiguous long labels per frame, and counts.
+
+    All frames at once: label ``l`` of frame ``t`` gets the key ``t * K + l - min``, one bincount over the keys gives
+    every frame's histogram, and a running count of the labels present is the lookup table (O(pixels); torch.unique
+    sorts and is ~4x slower at 256²). Returns ``(maps, n)`` with ``n[t]`` the number of segments of frame ``t``."""
+    t = maps.shape[0]
+    if maps.numel() == 0:
+        return maps.long(), torch.zeros(t, dtype=torch.long)
+    # int32 keys: indexing and bincount with them run ~4x faster than with int64 (few labels, no overflow)
+    flat = maps.reshape(t, -1).to(torch.int32)
+    low = flat.amin(1, keepdim=True)
+    k = int((flat.amax(1, keepdim=True) - low).max()) + 1
+    keys = flat - low + torch.arange(0, t * k, k, dtype=torch.int32).unsqueeze(1)
+    present = torch.bincount(keys.view(-1), minlength=t * k) > 0
+    lut = present.view(t, k).cumsum(1).view(-1) - 1
+    return lut.index_select(0, keys.view(-1)).view(maps.shape), present.view(t, k).sum(1)
 
 
 def finish_maps(maps: torch.Tensor, max_segments: int) -> torch.Tensor:
     """Warped label maps ``(T, H, W)`` -> contiguous long labels per frame, at most ``max_segments`` each."""
-    return torch.stack([cap_segments(m, max_segments) for m in maps])
+    out, counts = relabel(maps)
+    for t in torch.nonzero(counts > max_segments).flatten().tolist():  # rare: only frames over the cap pay for EDT
+        out[t] = cap_segments(out[t], max_segments)
+    return out
 
 
 def augment_batch_on_device(clips: torch.Tensor, cfg, rng: random.Random) -> torch.Tensor:
@@ -243,6 +299,6 @@ def augment_batch_on_device(clips: torch.Tensor, cfg, rng: random.Random) -> tor
                 p = draw_photometric(AugParams(crop=(0, 0, 0, 0), size=clips.shape[-1]), preset, rng)
                 if p.jitter is None and not p.gray and p.erase is None:
                     continue
-                x = apply_photometric(denormalise(clips[i, j, group]), p)
-                out[i, j, group] = apply_erase(normalise(x), p)
+                x = _photometric_(denormalise(clips[i, j, group]).contiguous(), p)
+                out[i, j, group] = apply_erase(_normalise_(x), p)
     return out

@@ -151,3 +151,71 @@ def test_batch_photometric_on_device_keeps_chunks_consistent():
     assert all(torch.allclose(out[b, v, 0], out[b, v, t]) for b in range(2) for v in range(2) for t in range(3))
     assert not torch.allclose(out[0, 0], out[0, 1])  # views drawn independently
     assert torch.equal(augment_batch_on_device(batch, _cfg(augment="none"), random.Random(0)), batch)
+
+
+@pytest.mark.parametrize("order", [[0, 1, 2, 3], [3, 2, 1, 0], [2, 0, 3, 1]])
+def test_fused_colour_jitter_equals_torchvision_functionals(order):
+    """The in-place jitter on channel planes against v2's functionals applied one by one in the same order."""
+    from torchvision.transforms.v2 import functional as F
+
+    gen = torch.Generator().manual_seed(0)
+    frames = torch.randint(0, 256, (3, 20, 24, 3), dtype=torch.uint8, generator=gen).permute(0, 3, 1, 2)  # as decoded
+    gray = order[0] == 2  # grayscale after the jitter in one case; the others keep colour (and clamped pixels)
+    p = AugParams(crop=(0, 0, 20, 24), size=20, jitter=(order, 1.3, 0.6, 1.4, 0.08), gray=gray)
+    expected = frames.float() / 255
+    ops = [lambda x: F.adjust_brightness(x, 1.3), lambda x: F.adjust_contrast(x, 0.6),
+           lambda x: F.adjust_saturation(x, 1.4), lambda x: F.adjust_hue(x, 0.08)]  # fmt: skip
+    for k in order:
+        expected = ops[k](expected)
+    if gray:
+        expected = F.rgb_to_grayscale(expected, num_output_channels=3)
+    else:  # factors > 1 push pixels past 1: the clamps are exercised
+        assert (expected == 1).any()
+    before = frames.clone()
+    out = augment.apply_photometric(frames, p)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+    assert torch.equal(frames, before) and out.is_contiguous()  # input untouched, planes contiguous
+
+
+def test_finish_frames_normalises_like_the_reference_formula():
+    frames = torch.randint(0, 256, (2, 16, 16, 3), dtype=torch.uint8).permute(0, 3, 1, 2)
+    out = augment.finish_frames(frames, AugParams(crop=(0, 0, 16, 16), size=16))
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    torch.testing.assert_close(out, (frames.float() / 255 - mean.view(3, 1, 1)) / std.view(3, 1, 1))
+    assert out.is_contiguous() and out.dtype == torch.float32
+
+
+def test_relabel_all_frames_at_once_matches_np_unique_per_frame():
+    gen = torch.Generator().manual_seed(3)
+    maps = torch.randint(0, 9, (4, 10, 12), generator=gen) * 7 - 1  # gaps, a -1 fill label, different sets per frame
+    maps[2] = 5  # one segment only
+    maps[3] += 1000
+    out, counts = augment.relabel(maps.to(torch.int32))
+    for t in range(4):
+        values, inverse = np.unique(maps[t].numpy(), return_inverse=True)
+        np.testing.assert_array_equal(out[t].numpy(), inverse.reshape(10, 12))
+        assert counts[t] == len(values)
+    assert out.dtype == torch.int64
+    capped = augment.finish_maps(maps, 3)  # frames over the cap go through cap_segments, the others stay relabelled
+    assert torch.equal(capped[2], torch.zeros(10, 12, dtype=torch.long))
+    assert all(capped[t].max() == 2 for t in (0, 1, 3))
+
+
+def test_device_batch_path_computes_the_worker_path_with_one_draw_per_chunk():
+    """gpu_augment: worker warps + normalises, the batch pass replays the photometric draw; the result is the same."""
+    gen = torch.Generator().manual_seed(1)
+    frames = torch.randint(0, 256, (3, 24, 24, 3), dtype=torch.uint8, generator=gen).permute(0, 3, 1, 2)
+    cfg = _cfg(augment="judo", crop_size=24)
+    preset, size = augment.get_preset("judo"), 24
+    for seed in range(6):  # a chunk's photometric draw from Random(seed), as the batch pass draws its first chunk
+        p = augment.draw_photometric(AugParams(crop=(0, 0, 24, 24), size=size), preset, random.Random(seed))
+        on_worker = augment.finish_frames(frames, p)
+        batch = augment.finish_frames(frames, p, photometric=False)[None, None]  # (B=1, V=1, T, 3, H, W)
+        on_device = augment_batch_on_device(batch, cfg, random.Random(seed))
+        torch.testing.assert_close(on_device[0, 0], on_worker, atol=1e-4, rtol=0)
+    masks, still = l_shape(3), augment.finish_frames(frames[:1].expand(3, -1, -1, -1), p, photometric=False)
+    batch = {"clips": torch.stack([still, still]).unsqueeze(1), "superpixels": masks.clone()}  # 3 equal frames
+    batch["clips"] = augment_batch_on_device(batch["clips"], _cfg(augment="walk"), random.Random(0))
+    assert torch.equal(batch["superpixels"], masks)  # the batch pass touches colours only
+    assert all(torch.allclose(batch["clips"][b, 0, 0], batch["clips"][b, 0, t]) for b in range(2) for t in (1, 2))
+    assert not torch.allclose(batch["clips"][0], batch["clips"][1])  # one draw per clip, independent across clips

@@ -93,3 +93,49 @@ def test_real_videos_decode_and_the_corrupt_one_fails_cleanly(shared_videos):
         assert out.std() > 0, f"{name}: blank frames"
     with pytest.raises(ValueError, match="cannot (open video|decode frames)"):
         decode_frames((shared_videos / "corrupted.mp4").read_bytes())
+
+
+def gop_video(n: int = 40) -> bytes:
+    """H.264 with B-frames and 8-frame GOPs like the packer's shards; every frame differs (moving ramp + noise)."""
+    rng = np.random.default_rng(0)
+    frames = np.stack([np.roll(np.tile(np.arange(64, dtype=np.uint8) * 4, (48, 1)), 3 * i, 1) for i in range(n)])
+    frames = np.repeat(frames[..., None], 3, -1) // 2 + rng.integers(0, 60, frames.shape + (3,), dtype=np.uint8)
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.options = {"crf": "23", "x264-params": "keyint=8:min-keyint=8:scenecut=0:bframes=3:b-pyramid=normal"}
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return buf.getvalue()
+
+
+def test_pyav_decoder_gives_the_frames_of_a_full_sequential_decode():
+    """Per-GOP decoding with skipped non-reference frames against decoding every frame in order (the reference)."""
+    data = gop_video()
+    with av.open(io.BytesIO(data)) as container:  # the file really has B-frames and several GOPs
+        kinds = [int(f.pict_type) for f in container.decode(video=0)]  # FFmpeg's AVPictureType: 1 I, 2 P, 3 B
+    assert 3 in kinds and kinds.count(1) == 5
+    full = decode_frames(data, ctx="cpu")
+    assert len({full[i].tobytes() for i in range(40)}) == 40
+    for indices in ([0, 4, 8, 12], [12, 16, 20, 24], [39], [7, 2, 2, 11, 39, 0], list(range(40)), [31, 30, 25]):
+        np.testing.assert_array_equal(decode_frames(data, indices, ctx="pyav"), full[indices])
+    np.testing.assert_array_equal(decode_frames(data, ctx="pyav"), full)
+    assert decode_frames(data, [], ctx="pyav").shape == (0, 48, 64, 3)
+    assert decode.resolve_decoder("pyav") == "pyav" and active_decoder("pyav") == "pyav"
+
+
+def test_pyav_decoder_errors_and_fallback(shared_videos):
+    data = gop_video(10)
+    with pytest.raises(ValueError, match=r"out of range 0\.\.9: 3\.\.10"):
+        decode_frames(data, [3, 10], ctx="pyav")
+    with pytest.raises(ValueError, match="cannot open video") as err:
+        decode_frames(b"not a video at all", ctx="pyav")
+    assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match="cannot (open video|decode frames)"):
+        decode_frames((shared_videos / "corrupted.mp4").read_bytes(), ctx="pyav")
+    # AVI (frame numbering from its timestamps) and display-rotated files go to decord: same frames as ctx="cpu"
+    for name in ("test.avi", "rotated_90.mov"):
+        raw = (shared_videos / name).read_bytes()
+        np.testing.assert_array_equal(decode_frames(raw, [0, 2], ctx="pyav"), decode_frames(raw, [0, 2], ctx="cpu"))
