@@ -131,9 +131,11 @@ def test_two_ranks_equal_one_rank_and_shuffle_bn_permutes_across_ranks(tmp_path)
 def test_loss_falls_on_synthetic_takes():
     torch.manual_seed(0)
     rng = random.Random(0)
-    # K = one step's keys: from step 2 on the negatives are the previous batch's (a random queue is easier, so the
-    # first step's loss is not comparable); three batches in turn, so the queue never holds a positive's own sample
-    method = build_method(small_config("moco", "method.queue_size=8", "method.split_bn=2", "method.momentum=0.9"))
-    batches = [two_view_batch([0, 1, 2, 3], rng, batch_size=4, num_frames=2) for _ in range(3)]
-    losses = train_steps(method, 24, lambda step: batches[step % 3])
-    assert sum(losses[-5:]) / 5 < 0.9 * sum(losses[1:6]) / 5, losses  # measured: 2.04 -> 1.73
+    # 8 clips x 2 frames a step over 12 takes, split-BN over 2 sub-batches of 8 (smaller sub-batches make BN statistics
+    # too noisy to learn in 30 steps); K = two steps' keys, so the loss is compared once the queue holds real keys
+    method = build_method(small_config("moco", "method.queue_size=32", "method.split_bn=2", "method.momentum=0.9",
+                                       batch_size=8))
+    batches = [two_view_batch(list(range(12)), rng, batch_size=8, num_frames=2) for _ in range(3)]
+    losses = train_steps(method, 30, lambda step: batches[step % 3])
+    early, late = sum(losses[3:8]) / 5, sum(losses[-5:]) / 5
+    assert late < 0.9 * early, losses  # measured over seeds 0-2, 1 and 2 threads: ratio 0.64-0.78
