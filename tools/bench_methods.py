@@ -45,11 +45,11 @@ def _run(method: str, backbone: str, args: argparse.Namespace, out: mp.Queue) ->
     clips = torch.randn(args.batch_size, 2, args.frames, 3, args.size, args.size, device=device)
     batch = {"clips": clips, "camera": torch.zeros(args.batch_size, 2, dtype=torch.long, device=device)}
     amp = device.type == "cuda"
-    times = []
+    times, cpu_times = [], []
     for step in range(args.warmup + args.steps):
         if amp and step == args.warmup:
             torch.cuda.reset_peak_memory_stats()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             loss = net(batch)["loss"]
         opt.zero_grad(set_to_none=True)
@@ -59,9 +59,11 @@ def _run(method: str, backbone: str, args: argparse.Namespace, out: mp.Queue) ->
         if amp:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu_start)
     peak = torch.cuda.max_memory_allocated() / 2**20 if amp else _max_rss_mb()
     step_s = sorted(times[args.warmup :])[len(times[args.warmup :]) // 2]
-    out.put((method, backbone, step_s, peak, base_mb))
+    cpu_s = sorted(cpu_times[args.warmup :])[len(cpu_times[args.warmup :]) // 2]
+    out.put((method, backbone, step_s, cpu_s, peak, base_mb))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     mem = "peak CUDA MiB (bf16)" if args.device == "cuda" else "peak RSS MiB"
     print(f"device={args.device} batch={args.batch_size} clips x 2 views x {args.frames} frames at {args.size}px, "
           f"median of {args.steps} steps")
-    print(f"{'method':<9}{'backbone':<14}{'step s':>9}{mem:>22}")
+    # CPU s: process CPU seconds per step (all threads), which other load on the machine barely changes
+    print(f"{'method':<9}{'backbone':<14}{'step s':>9}{'CPU s':>9}{mem:>22}")
     from tqdm import tqdm
 
     for method in tqdm(methods, desc="methods", leave=False, file=sys.stderr):
@@ -102,9 +105,9 @@ def main(argv: list[str] | None = None) -> int:
             if proc.exitcode != 0:
                 print(f"{method:<9}{backbone:<14}{'failed (exit ' + str(proc.exitcode) + ')':>31}")
                 continue
-            _, _, step_s, peak, base = queue.get()
+            _, _, step_s, cpu_s, peak, base = queue.get()
             extra = f"  (baseline {base:.0f})" if args.device == "cpu" else ""
-            print(f"{method:<9}{backbone:<14}{step_s:>9.3f}{peak:>22.0f}{extra}", flush=True)
+            print(f"{method:<9}{backbone:<14}{step_s:>9.3f}{cpu_s:>9.3f}{peak:>22.0f}{extra}", flush=True)
     return 0
 
 
