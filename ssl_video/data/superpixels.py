@@ -7,13 +7,17 @@ Output labels of :func:`segment` are ``uint16``, contiguous ``0..n-1`` per frame
 
 How ``slic_fast`` matches skimage's ``slic``: the same Lab conversion (sRGB D65, tested against ``rgb2lab``), the same
 grid of initial centres (``skimage.util.regular_grid``), the same distance ``d_lab^2 / m^2 + d_xy^2 / S^2`` with
-``S = max grid step``, the same iteration count (skimage's first pass is a pure grid partition because its centres
-start with zero colour; here that pass is the initialisation). Differences, all measured by the superpixel benchmark
-(boundary recall and ASA at least skimage's on the synthetic DAVIS set):
+``S = max grid step``, at most the same iteration count (skimage's first pass is a pure grid partition because its
+centres start with zero colour; here that pass is the initialisation). Differences, all measured by the superpixel
+benchmark and ``tools/bench_superpixels.py`` (boundary recall and ASA at least skimage's on the synthetic DAVIS set):
+- where superpixels are large (``S >= 16`` pixels: e.g. 256x256 with n_segments <= ~250) the frame is first averaged
+  over 2x2 blocks (``downsample=2``), segmented, and each pixel takes its block's label (boundaries snap to even
+  pixels: within the 1-pixel tolerance of boundary recall at 256x256); ``downsample=1`` turns this off;
 - each pixel is compared with the centres of its own and the 8 neighbouring grid cells (SLIC's 2S x 2S window
   around centres that stay near their cell), not with every centre within +-2S as skimage does;
 - the k-means iterations use every 2nd pixel in y and x (``subsample=2``; 1 turns this off); the labels come from a
-  final assignment of every pixel;
+  final assignment of every pixel (of the block-averaged frame);
+- the iterations stop once at most ``tol`` (default 2%) of those pixels changed centre (skimage: none; ``tol=0``);
 - small components (< ``min_size_factor`` x mean size) merge into the neighbour (larger than them) whose cluster colour
   is closest, repeatedly until none is left (skimage merges once into the previously scanned neighbour); skimage's
   splitting of components above ``max_size`` (a buffer limit of its breadth-first search) is not reproduced, so
@@ -33,7 +37,7 @@ import torch.nn.functional as F
 
 ALGOS = ("slic", "slic_fast", "felzenszwalb", "quickshift")
 _FAST_PARAMS = ("n_segments", "compactness", "max_num_iter", "sigma", "enforce_connectivity", "min_size_factor",
-                "max_size_factor", "start_label", "subsample", "device")
+                "max_size_factor", "start_label", "subsample", "downsample", "tol", "device")
 _BIG = 1e30  # squared distance of a missing (off-grid) candidate centre: never the nearest
 
 
@@ -51,18 +55,23 @@ def _srgb_table(device: str) -> torch.Tensor:
     return torch.where(c > 0.04045, ((c + 0.055) / 1.055) ** 2.4, c / 12.92).to(device, torch.float32)
 
 
-def _lab_into(rgb: torch.Tensor, out: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
-    """Write ``scale`` x CIE Lab of planar sRGB ``rgb`` ``(B, 3, P)`` into ``out[:, :3]`` ``(B, >=3, P)`` float32."""
+@functools.lru_cache(maxsize=8)
+def _xyz_matrix(device: str) -> torch.Tensor:
+    """sRGB-linear -> XYZ divided by the D65 white point (skimage's constants), float32 on ``device``."""
     from skimage.color.colorconv import xyz_from_rgb, xyz_tristimulus_values
 
+    white = torch.as_tensor(xyz_tristimulus_values(illuminant="D65", observer="2"), dtype=torch.float64)
+    return (torch.as_tensor(xyz_from_rgb, dtype=torch.float64) / white[:, None]).to(device, torch.float32)
+
+
+def _lab_into(rgb: torch.Tensor, out: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """Write ``scale`` x CIE Lab of planar sRGB ``rgb`` ``(B, 3, P)`` into ``out[:, :3]`` ``(B, >=3, P)`` float32."""
     if rgb.dtype == torch.uint8:  # exact 256-entry table instead of a per-pixel power
         lin = _srgb_table(str(rgb.device)).index_select(0, rgb.reshape(-1).int()).view(rgb.shape)  # int32: fastest
     else:
         c = rgb.float()
         lin = torch.where(c > 0.04045, ((c + 0.055) / 1.055).clamp_min(0) ** 2.4, c / 12.92)
-    white = torch.as_tensor(xyz_tristimulus_values(illuminant="D65", observer="2"), dtype=torch.float64)
-    m = torch.as_tensor(xyz_from_rgb, dtype=torch.float64) / white[:, None]  # fold the white point into the matrix
-    xyz = torch.matmul(m.to(lin.device, torch.float32), lin)
+    xyz = torch.matmul(_xyz_matrix(str(lin.device)), lin)
     linear = torch.mul(xyz, 7.787).add_(16.0 / 116.0)
     # f = cbrt(t) above 0.008856 else the linear part, which is cbrt's tangent there: cbrt is concave, so
     # f = min(cbrt(max(t, 0.008856)), linear) exactly, without a mask; exp(log/3) is ~3x faster than pow on CPU
@@ -85,6 +94,7 @@ def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------------------ clustering
+@functools.lru_cache(maxsize=64)
 def grid(height: int, width: int, n_segments: int) -> tuple[int, int, int, int, float]:
     """skimage's centre grid for an ``height x width`` frame: ``(rows, cols, first_y, first_x, step)``."""
     from skimage.util import regular_grid
@@ -131,13 +141,13 @@ def _planar_blocks(rgb: torch.Tensor, compactness: float, step: float, rows: int
 
 
 def _cluster(pd: torch.Tensor, origin: torch.Tensor, rows: int, cols: int, iters: int, cell: tuple[int, int],
-             subsample: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+             subsample: int = 1, tol: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """SLIC k-means on cell blocks: each pixel's centre ``(B, P)`` among the ``rows*cols`` of its frame, and the
     centres ``(N, rows*cols, 5)`` (colour first).
 
     ``pd`` ``(B, 7, P)`` from :func:`_planar_blocks`; ``origin`` ``(rows*cols, 2)`` each cell's corner (y/S, x/S).
     The iterations use every ``subsample``-th pixel of a cell in y and x; the labels come from a final assignment
-    of every pixel.
+    of every pixel. They stop when at most a fraction ``tol`` of the pixels changed centre (0: none, as skimage).
     """
     k = rows * cols
     b, _, p = pd.shape
@@ -169,21 +179,25 @@ def _cluster(pd: torch.Tensor, origin: torch.Tensor, rows: int, cols: int, iters
 
     dist = torch.empty(b, 9, pd.shape[-1], device=dev)
     onehot = torch.empty_like(dist)
-    prev = None
+    pd_t = pd[:, :6].transpose(1, 2).contiguous()  # (B, P, 6): bmm with a contiguous right side is ~1.5x faster
+    prev, active = None, torch.ones(n, 1, 1, dtype=torch.bool, device=dev)
     for _ in range(max(iters - 1, 1)):
         best = nearest(pd, dist)
-        if prev is not None and torch.equal(best & 15, prev):
-            break  # skimage stops when no pixel changes its centre
+        if prev is not None:  # skimage stops when no pixel changes its centre (tol = 0); per frame, so that a frame's
+            moved = ((best & 15) != prev).view(n, -1).sum(1)  # result does not depend on its batch: a converged
+            active &= (moved > tol * (best.numel() // n)).view(n, 1, 1)  # frame's centres stay as they are
+            if not bool(active.any()):
+                break
         prev = best & 15
         # one-hot of the nearest slot; comparing the packed values as floats is bit-exact and vectorises best
         torch.eq(dist, best.view(torch.float32)[:, None], out=onehot)
-        part = torch.bmm(onehot, pd[:, :6].transpose(1, 2)).view(n, rows, cols, 9, d + 1)  # per (cell, candidate)
+        part = torch.bmm(onehot, pd_t).view(n, rows, cols, 9, d + 1)  # per (cell, candidate)
         part[..., 3:5] -= part[..., 5:6] * shift.view(1, rows, cols, 9, 2)  # into the candidate's coordinates
         acc = part.new_zeros(n, rows + 2, cols + 2, d + 1)
         for j in range(9):  # candidate j of cell (r, c) is centre (r + j//3 - 1, c + j%3 - 1)
             acc[:, j // 3:j // 3 + rows, j % 3:j % 3 + cols] += part[..., j, :]
         acc = acc[:, 1:-1, 1:-1].reshape(n, k, d + 1)
-        centres = torch.where(acc[..., d:] > 0, acc[..., :d] / acc[..., d:].clamp_min(1), centres)  # empty: keep
+        centres = torch.where((acc[..., d:] > 0) & active, acc[..., :d] / acc[..., d:].clamp_min(1), centres)
     if subsample > 1 or prev is None:
         prev = nearest(pd_all, torch.empty(b, 9, p, device=dev)) & 15
     return table.repeat(n, 1).gather(1, prev.long()), centres
@@ -195,9 +209,9 @@ def _components_cpu(labels: torch.Tensor) -> torch.Tensor:
     from skimage.measure import label as cc
 
     n = labels.shape[0]
-    offset = (labels + 1 + torch.arange(n).view(n, 1, 1) * (int(labels.max()) + 1)).numpy()
-    # the offset keeps equal labels of consecutive frames apart, so one 3D call labels every frame separately
-    return torch.from_numpy(cc(offset, background=0, connectivity=1).astype(np.int64)) - 1
+    offset = labels.to(torch.int32) + (torch.arange(n, dtype=torch.int32).view(n, 1, 1) * (int(labels.max()) + 1) + 1)
+    offset = offset.numpy()
+    return torch.from_numpy(cc(offset, background=0, connectivity=1).astype(np.int64, copy=False)).sub_(1)
 
 
 def _components_torch(labels: torch.Tensor) -> torch.Tensor:
@@ -246,9 +260,11 @@ def _merge_small(comp: torch.Tensor, min_size: int, colour: torch.Tensor | None 
     if colour is not None:  # colour sums, so that a merged component's colour is its size-weighted mean
         col_sum = colour.float() * base[:, None]
     src, dst = [], []
-    for dy, dx in ((0, 1), (1, 0)):
-        f, y, x = (comp[:, dy:, dx:] != comp[:, :comp.shape[1] - dy, :comp.shape[2] - dx]).nonzero().unbind(1)
-        a, b = comp[f, y, x], comp[f, y + dy, x + dx]  # the few pixel pairs across a component boundary
+    _, h, w = comp.shape
+    x_edge = (comp[:, :, :-1] != comp[:, :, 1:]).view(-1).nonzero().squeeze(1)  # index in the (N, H, W-1) layout
+    y_edge = (comp[:, :-1] != comp[:, 1:]).view(-1).nonzero().squeeze(1)  # in the (N, H-1, W) layout
+    for p, step in ((x_edge + x_edge // max(w - 1, 1), 1), (y_edge + y_edge // max((h - 1) * w, 1) * w, w)):
+        a, b = flat[p], flat[p + step]  # the few pixel pairs across a component boundary (flat gathers are fast)
         for u, v in ((a, b), (b, a)):
             hit = small0[u]  # only edges leaving an initially small component matter: small roots have small members
             src.append(u[hit])
@@ -304,10 +320,23 @@ def _compact_clusters(labels: torch.Tensor, k: int) -> torch.Tensor:
     return (used.cumsum(1) - used).view(-1)[ids]
 
 
+def _connectivity_merge(labels: torch.Tensor, centres: torch.Tensor, min_size: int) -> torch.Tensor:
+    """Connected components, those under ``min_size`` merged into the larger neighbour closest in cluster colour
+    (:func:`_merge_small`). Labels ``0..n_f-1`` per frame."""
+    comp = (_components_torch(labels) if labels.is_cuda else _components_cpu(labels)).to(labels.device)
+    # a component's colour: its cluster's mean colour; cluster and frame per component without a pixel-sized temporary
+    num = int(comp.max()) + 1
+    cluster = torch.zeros(num, dtype=torch.long, device=comp.device).scatter_(0, comp.view(-1), labels.reshape(-1))
+    frame = torch.searchsorted(comp[:, 0, 0].contiguous(), torch.arange(num, device=comp.device), right=True) - 1
+    colour = centres[frame, cluster, :3]
+    return _contiguous_per_frame(comp, _merge_small(comp, min_size, colour))
+
+
 # ------------------------------------------------------------------------------------------------------------ SLIC
 def slic_fast(frames: torch.Tensor, n_segments: int = 100, compactness: float = 10.0, max_num_iter: int = 10,
               sigma: float = 0.0, enforce_connectivity: bool = True, min_size_factor: float = 0.5,
-              max_size_factor: float = 3.0, start_label: int = 0, subsample: int = 2) -> torch.Tensor:
+              max_size_factor: float = 3.0, start_label: int = 0, subsample: int = 2,
+              downsample: int = 2, tol: float = 0.02) -> torch.Tensor:
     """Batched SLIC superpixels on the frames' device (CPU or CUDA).
 
     Args:
@@ -318,6 +347,9 @@ def slic_fast(frames: torch.Tensor, n_segments: int = 100, compactness: float = 
         start_label: 0 or 1; added to the labels.
         subsample: the k-means iterations use every ``subsample``-th pixel in y and x (centres are means over ~S^2/4
             pixels at 2, plenty); the final assignment uses every pixel. 1: every iteration on every pixel.
+        downsample: segment the frame averaged over ``f x f`` blocks and give each pixel its block's label, with
+            ``f = min(downsample, S // 8)`` (blocks only where a superpixel stays >= 8 blocks wide; 1: off).
+        tol: stop iterating once at most this fraction of the sampled pixels changed centre (0: skimage's rule).
     Returns:
         ``(N, H, W)`` long labels, contiguous ``start_label..start_label+n-1`` per frame.
     """
@@ -335,24 +367,44 @@ def slic_fast(frames: torch.Tensor, n_segments: int = 100, compactness: float = 
         was_uint8 = rgb.dtype == torch.uint8
         rgb = gaussian_blur(rgb.permute(0, 3, 1, 2).float() / (255.0 if was_uint8 else 1.0), [k, k], [sigma, sigma])
         rgb = rgb.permute(0, 2, 3, 1)
+    n, full_h, full_w, _ = rgb.shape
+    f = max(1, min(int(downsample), int(grid(full_h, full_w, n_segments)[4]) // 8))
+    if f > 1:
+        rgb = _block_mean(rgb, f)
     n, h, w, _ = rgb.shape
     rows, cols, _, _, step = grid(h, w, n_segments)
     ch, cw = -(-h // rows), -(-w // cols)  # cell size; the frame is padded to a whole number of cells
     cells = torch.stack(torch.meshgrid(torch.arange(rows) * ch, torch.arange(cols) * cw, indexing="ij"), -1)
     pd = _planar_blocks(rgb, compactness, step, rows, cols, ch, cw)
     origin = cells.view(-1, 2).to(pd.device) / step
-    assign, centres = _cluster(pd, origin, rows, cols, max_num_iter, (ch, cw), subsample)
+    assign, centres = _cluster(pd, origin, rows, cols, max_num_iter, (ch, cw), subsample, tol)
     labels = assign.view(n, rows, cols, ch, cw).permute(0, 1, 3, 2, 4).reshape(n, rows * ch, cols * cw)[:, :h, :w]
     if not enforce_connectivity:
-        return _compact_clusters(labels, rows * cols) + start_label
-    comp = (_components_torch(labels) if labels.is_cuda else _components_cpu(labels)).to(labels.device)
-    # a component's colour: its cluster's mean colour (one scatter instead of three weighted bincounts over pixels)
-    cluster = torch.zeros(int(comp.max()) + 1, dtype=torch.long, device=comp.device)
-    cluster.scatter_(0, comp.reshape(-1), (labels + torch.arange(n, device=comp.device).view(n, 1, 1) * rows * cols
-                                           ).reshape(-1))
-    colour = centres[..., :3].reshape(-1, 3)[cluster]
-    root = _merge_small(comp, int(min_size_factor * h * w / (rows * cols)), colour)
-    return _contiguous_per_frame(comp, root) + start_label
+        return _upsample(_compact_clusters(labels, rows * cols) + start_label, f, full_h, full_w)
+    out = _connectivity_merge(labels, centres, int(min_size_factor * h * w / (rows * cols)))
+    return _upsample(out.add_(start_label) if start_label else out, f, full_h, full_w)
+
+
+def _block_mean(rgb: torch.Tensor, f: int) -> torch.Tensor:
+    """``(N, H, W, 3)`` -> mean over ``f x f`` blocks (edge pixels replicated to whole blocks), rounded for uint8."""
+    n, h, w, _ = rgb.shape
+    if rgb.dtype != torch.uint8 or h % f or w % f:  # the general case, in float
+        x = F.avg_pool2d(F.pad(rgb.permute(0, 3, 1, 2).float(), (0, -w % f, 0, -h % f), mode="replicate"), f)
+        return (x.round_().to(torch.uint8) if rgb.dtype == torch.uint8 else x).permute(0, 2, 3, 1)
+    rows = rgb.reshape(n, h // f, f, w * 3)  # uint8: summed in int16 (exact up to f = 16), no float copy of the frame
+    acc = sum((rows[:, :, i] for i in range(1, f)), rows[:, :, 0].to(torch.int16)).view(n, h // f, w // f, f, 3)
+    out = sum((acc[:, :, :, i] for i in range(1, f)), acc[:, :, :, 0]).add_(f * f // 2)
+    if f & (f - 1) == 0:  # a power of two: a shift (integer division is several times slower)
+        return out.bitwise_right_shift_(2 * (f.bit_length() - 1)).to(torch.uint8)
+    return out.div_(f * f, rounding_mode="floor").to(torch.uint8)
+
+
+def _upsample(labels: torch.Tensor, f: int, h: int, w: int) -> torch.Tensor:
+    """Each pixel of the ``h x w`` frame takes the label of its ``f x f`` block."""
+    if f == 1:
+        return labels
+    n, lh, lw = labels.shape
+    return labels[:, :, None, :, None].expand(n, lh, f, lw, f).reshape(n, lh * f, lw * f)[:, :h, :w]
 
 
 # --------------------------------------------------------------------------------------------------- entry point

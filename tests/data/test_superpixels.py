@@ -8,9 +8,11 @@ import torch
 from scipy import ndimage
 
 from ssl_video.data.superpixels import (
+    _block_mean,
     _components_cpu,
     _components_torch,
     _merge_small,
+    grid,
     rgb_to_lab,
     segment,
     slic_fast,
@@ -49,6 +51,40 @@ def test_segments_respect_region_boundaries(size):
     np.add.at(counts, (labels.ravel(), regions.ravel()), 1)
     assert (counts.sum(1) - counts.max(1)).sum() < 0.02 * labels.size
     assert 20 <= labels.max() + 1 <= 80
+
+
+def test_block_mean_is_the_area_average():
+    import torch.nn.functional as F
+
+    rng = np.random.default_rng(4)
+    for f, (h, w) in ((2, (10, 12)), (2, (9, 11)), (3, (13, 11))):  # whole blocks, and edges replicated to blocks
+        x = torch.from_numpy(rng.integers(0, 256, (2, h, w, 3), dtype=np.uint8))
+        padded = F.pad(x.permute(0, 3, 1, 2).float(), (0, -w % f, 0, -h % f), mode="replicate")
+        ref = F.avg_pool2d(padded, f).permute(0, 2, 3, 1)
+        out = _block_mean(x, f)
+        assert out.dtype == torch.uint8 and out.shape == ref.shape
+        assert (out.float() - ref).abs().max() <= 0.5  # rounded to the nearest code
+        np.testing.assert_allclose(_block_mean(x.float() / 255, f).numpy() * 255, ref.numpy(), atol=1e-3)
+
+
+def test_downsampled_path_respects_boundaries_and_keeps_quality():
+    from ssl_video.eval.superpixel_metrics import achievable_segmentation_accuracy, boundary_recall
+
+    img, regions = _regions(192, 192, seed=5)
+    assert grid(192, 192, 48)[4] // 8 >= 2  # superpixels this large take the 2x2-block path
+    frames = torch.from_numpy(img)[None]
+    fast = slic_fast(frames, n_segments=48)[0].numpy()
+    full = slic_fast(frames, n_segments=48, downsample=1, tol=0.0)[0].numpy()
+    assert fast.shape == regions.shape and not np.array_equal(fast, full)
+    assert np.array_equal(slic_fast(frames.permute(0, 3, 1, 2), n_segments=48)[0].numpy(), fast)  # a strided view
+    counts = np.zeros((fast.max() + 1, regions.max() + 1), np.int64)
+    np.add.at(counts, (fast.ravel(), regions.ravel()), 1)
+    assert (counts.sum(1) - counts.max(1)).sum() < 0.02 * fast.size
+    for k in range(fast.max() + 1):
+        assert ndimage.label(fast == k)[1] == 1  # still one 4-connected piece per label after upsampling
+    assert boundary_recall(fast, regions) >= boundary_recall(full, regions) - 0.02
+    # crisp edges at odd pixels snap to the 2x2 blocks: ~1% of ASA lost on flat regions (measured 0.988 vs 1.0)
+    assert achievable_segmentation_accuracy(fast, regions) >= achievable_segmentation_accuracy(full, regions) - 0.02
 
 
 def test_channels_first_and_batch_agree():
