@@ -46,10 +46,14 @@ def _plain(node) -> dict:
 
 
 def sp_plan(sp_cfg: dict) -> dict[str, tuple[int, dict]]:
-    """``{algo: (frame_stride, skimage params)}``; a ``frame_stride`` in an algorithm's params overrides the global."""
+    """``{algo: (frame_stride, skimage params)}``; a ``frame_stride`` in an algorithm's params overrides the global.
+
+    An algorithm set to null (``superpixels.algos.slic=null``) is not packed: how to pack only ``slic_fast``."""
     plan = {}
     for algo, params in (sp_cfg.get("algos") or {}).items():
-        params = dict(params or {})
+        if params is None:
+            continue
+        params = dict(params)
         stride = int(params.pop("frame_stride", sp_cfg.get("frame_stride", 1)))
         if stride < 1:
             raise PackError(f"superpixels frame_stride for {algo} must be >= 1, got {stride}")

@@ -295,3 +295,17 @@ def test_cli_killed_with_sigkill_resumes_to_identical_shards(synthetic_root, tmp
     assert first.exists() and not (tmp_path / "killed" / "train" / "manifest.json").exists()
     assert subprocess.run(args + [f"pack.output={tmp_path / 'killed'}"], capture_output=True).returncode == 0
     assert _hashes(tmp_path / "killed" / "train") == _hashes(tmp_path / "full" / "train")
+
+
+def test_superpixel_plan_null_drops_an_algorithm_and_strides_override():
+    from ssl_video.config import load_config
+    from ssl_video.data.packing import PackError, sp_plan
+
+    cfg = load_config(["superpixels.algos.slic=null", "superpixels.algos.slic_fast.n_segments=32",
+                       "superpixels.algos.slic_fast.frame_stride=2"])
+    plan = sp_plan(cfg.superpixels)
+    assert plan == {"slic_fast": (2, {"n_segments": 32})}
+    default = sp_plan(load_config([]).superpixels)
+    assert set(default) == {"slic"} and default["slic"][0] == 1
+    with pytest.raises(PackError, match="frame_stride for slic must be >= 1"):
+        sp_plan({"algos": {"slic": {"frame_stride": 0}}})
