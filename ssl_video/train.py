@@ -12,6 +12,7 @@ already done. Only rank 0 writes TensorBoard and checkpoints.
 
 from __future__ import annotations
 
+import random
 import resource
 import signal
 import sys
@@ -25,6 +26,7 @@ from tqdm import tqdm
 
 from ssl_video import checkpoint as ckpt
 from ssl_video.config import ConfigError, load_config, save_config, to_yaml
+from ssl_video.data.augment import augment_batch_on_device
 from ssl_video.distributed import DistInfo, init_distributed
 from ssl_video.methods.registry import build_method
 from ssl_video.optim import build_optimizer, build_scheduler
@@ -164,6 +166,10 @@ def train(cfg, loader_fn=None) -> dict:
             step_start = time.perf_counter()
             skipped_total += int(batch.pop("skipped", torch.zeros(1)).sum())
             batch = _to(batch, device)
+            if cfg.data.gpu_augment:  # the photometric part the workers left out, on whole batches where they live
+                # seeded by (seed, rank, step): a resumed run draws the same colours for the same step
+                draw = random.Random((cfg.train.seed * 1_000_003 + info.rank) * 1_000_003 + step)
+                batch["clips"] = augment_batch_on_device(batch["clips"], cfg.data, draw)
             method.train()
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 out = model(batch)

@@ -13,6 +13,7 @@ import torch
 
 from ssl_video import checkpoint as ckpt
 from ssl_video.config import load_config
+from ssl_video.data.augment import augment_batch_on_device
 from ssl_video.data.loader import build_loader
 from ssl_video.train import NonFiniteLoss, train
 
@@ -44,8 +45,10 @@ def test_interrupted_and_resumed_run_is_bit_identical(kinetics_shards, tmp_path)
 
 
 def _resume_is_bit_identical(kinetics_shards, tmp_path):
-    det = "train.deterministic=true"  # deterministic kernels, one CPU thread
-    train(_cfg(kinetics_shards, tmp_path / "full", 10, det))
+    # deterministic kernels, one CPU thread; photometric augmentation in the trainer (data.gpu_augment), whose draws
+    # must be the same for a step whether or not the run was resumed
+    det = ["train.deterministic=true", "data.gpu_augment=true"]
+    train(_cfg(kinetics_shards, tmp_path / "full", 10, *det))
     full = _weights(tmp_path / "full")
 
     def preempted(data_cfg, **kw):
@@ -55,14 +58,32 @@ def _resume_is_bit_identical(kinetics_shards, tmp_path):
             yield batch
 
     with pytest.raises(SystemExit):
-        train(_cfg(kinetics_shards, tmp_path / "split", 10, det), loader_fn=preempted)
+        train(_cfg(kinetics_shards, tmp_path / "split", 10, *det), loader_fn=preempted)
     assert ckpt.latest_checkpoint(tmp_path / "split").name == "step_00000007.pt"
-    result = train(_cfg(kinetics_shards, tmp_path / "split", 10, det))
+    result = train(_cfg(kinetics_shards, tmp_path / "split", 10, *det))
     assert result["step"] == 10
     resumed = _weights(tmp_path / "split")
     assert full.keys() == resumed.keys()
     for key in full:
         assert torch.equal(full[key], resumed[key]), key
+
+
+def test_gpu_augment_runs_the_photometric_part_in_the_trainer(kinetics_shards, tmp_path, monkeypatch):
+    import ssl_video.train as trainer
+
+    seen = []
+
+    def spy(clips, cfg, rng):
+        out = augment_batch_on_device(clips, cfg, rng)
+        seen.append((clips.clone(), out))
+        return out
+
+    monkeypatch.setattr(trainer, "augment_batch_on_device", spy)
+    train(_cfg(kinetics_shards, tmp_path / "off", 2))
+    assert not seen  # off by default: the workers did it
+    train(_cfg(kinetics_shards, tmp_path / "on", 3, "data.gpu_augment=true"))
+    assert len(seen) == 3  # once per step, on the whole batch
+    assert all(not torch.equal(before, after) for before, after in seen)  # the walk preset always jitters
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(kinetics_shards, tmp_path):
