@@ -2,7 +2,9 @@
 
 ``load_backbone(path, name=...)`` accepts a training checkpoint (``{"model": method.state_dict(), "config": ...}``,
 backbone weights under ``backbone.``), a plain state_dict written by ``tools/export_backbone.py``, or ``"random"`` (an
-untrained backbone, the baseline every evaluation should be compared with).
+untrained backbone, the baseline every evaluation should be compared with). Exports carry the reference models' names
+(torchvision's ResNet-18; pytorchvideo's ``create_x3d``, whose head pooling ``blocks.5.pool.*`` is our
+``head_pool.*``) and their classifiers (``fc.*`` / ``blocks.5.proj.*``), which are ignored.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from omegaconf import OmegaConf
 from torch import nn
 
 RANDOM = "random"
+# reference-model prefixes of tools/export_backbone.py -> ours (applied when the backbone has the target prefix)
+EXPORT_RENAMES = {"blocks.5.pool.": "head_pool."}  # pytorchvideo create_x3d's ProjectedPool -> X3D.head_pool
+CLASSIFIERS = ("fc.", "blocks.5.proj.")  # untrained heads of the exports (torchvision / create_x3d): ignored
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -65,13 +70,15 @@ def load_backbone(path: str | Path, name: str | None = None, *, seed: int = 0) -
 
     Args:
         path: training checkpoint, exported state_dict, or ``"random"``.
-        name: backbone to build (e.g. ``resnet18_s8`` for DAVIS); default: the checkpoint's (``resnet18`` otherwise).
-            ResNet-18 variants share weight names, so a ``resnet18`` checkpoint loads into ``resnet18_s8`` and the
-            ``frame_encoder.`` part of a ``resnet18_gru`` checkpoint loads into either.
+        name: backbone to build (e.g. ``resnet18_s8`` for DAVIS); default: the checkpoint's, else ``x3d_xs`` for an
+            X3D export (``blocks.*`` names) and ``resnet18`` otherwise. ResNet-18 variants share weight names, so a
+            ``resnet18`` checkpoint loads into ``resnet18_s8`` and the ``frame_encoder.`` part of a ``resnet18_gru``
+            checkpoint loads into either.
         seed: initialisation seed for ``"random"`` (and any weights the file does not hold, e.g. a GRU).
 
     Returns:
-        ``(backbone in eval mode, info)`` with ``info = {"source", "backbone", "missing", "unexpected"}``.
+        ``(backbone in eval mode, info)`` with ``info = {"source", "backbone", "missing", "unexpected", "ignored"}``
+        (``ignored``: the export's classifier keys).
     """
     from ssl_video.models import build_backbone
 
@@ -81,7 +88,7 @@ def load_backbone(path: str | Path, name: str | None = None, *, seed: int = 0) -
         if name:
             cfg.name = name
         model = build_backbone(cfg)
-        return model.eval(), {"source": RANDOM, "backbone": cfg.name, "missing": [], "unexpected": []}
+        return model.eval(), {"source": RANDOM, "backbone": cfg.name, "missing": [], "unexpected": [], "ignored": []}
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"checkpoint not found: {path}")
@@ -89,13 +96,17 @@ def load_backbone(path: str | Path, name: str | None = None, *, seed: int = 0) -
     cfg = _checkpoint_backbone_cfg(raw)
     if name:
         cfg.name = name
+    elif not raw.get("config") and any(k.startswith("blocks.") for k in state):
+        cfg.name = "x3d_xs"  # a create_x3d export (no saved config): ResNets have no blocks.*
     model = build_backbone(cfg)
     own = model.state_dict()
     if not any(k in own for k in state) and any(k.startswith("frame_encoder.") for k in state):
         state = {k[len("frame_encoder.") :]: v for k, v in state.items() if k.startswith("frame_encoder.")}
     if not any(k in own for k in state) and any(f"frame_encoder.{k}" in own for k in state):
         state = {f"frame_encoder.{k}": v for k, v in state.items()}
-    unexpected = [k for k in state if k not in own and not k.startswith("fc.")]
+    state = _export_names(state, own)
+    ignored = [k for k in state if k not in own and k.startswith(CLASSIFIERS)]
+    unexpected = [k for k in state if k not in own and not k.startswith(CLASSIFIERS)]
     shape_bad = [k for k in state if k in own and state[k].shape != own[k].shape]
     if unexpected or shape_bad:
         bad = (unexpected + shape_bad)[0]
@@ -104,8 +115,17 @@ def load_backbone(path: str | Path, name: str | None = None, *, seed: int = 0) -
     result = model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
     if len(result.missing_keys) == len(own):
         raise ValueError(f"{path} holds no weights of backbone '{cfg.name}'")
-    info = {"source": str(path), "backbone": cfg.name, "missing": list(result.missing_keys), "unexpected": []}
+    info = {"source": str(path), "backbone": cfg.name, "missing": list(result.missing_keys), "unexpected": [],
+            "ignored": ignored}
     return model.eval(), info
+
+
+def _export_names(state: dict[str, torch.Tensor], own: dict) -> dict[str, torch.Tensor]:
+    """Rename an export's reference-model prefixes (:data:`EXPORT_RENAMES`) to the backbone's own, where it has them."""
+    for theirs, ours in EXPORT_RENAMES.items():
+        if any(k.startswith(ours) for k in own) and not any(k.startswith(ours) for k in state):
+            state = {(ours + k[len(theirs) :] if k.startswith(theirs) else k): v for k, v in state.items()}
+    return state
 
 
 def write_csv(path: str | Path, rows: Sequence[dict], columns: Sequence[str] | None = None) -> Path:

@@ -133,3 +133,57 @@ def test_finetune_updates_the_backbone(takes_shards):
     before = backbone.conv1.weight.clone()
     oa.train_probe(oa.Probe(backbone, "gru", 4), clips, cfg, torch.device("cpu"), show_progress=False)
     assert not torch.equal(before, backbone.conv1.weight)
+
+
+class _Scalars:
+    """A SummaryWriter stand-in that keeps the scalars."""
+
+    def __init__(self) -> None:
+        self.scalars: dict[str, list[tuple[int, float]]] = {}
+
+    def add_scalar(self, tag, value, step) -> None:
+        self.scalars.setdefault(tag, []).append((step, float(value)))
+
+
+def test_x3d_probe_trains_end_to_end_with_its_schedule(takes_shards):
+    """Frozen X3D-XS + linear on 4-frame chunks: the x3d schedule (warmup to lr 1.2, then cosine), finite results."""
+    from ssl_video.eval.common import load_backbone
+
+    torch.manual_seed(0)
+    train, classes = oa.load_clips(takes_shards / "train", 64)
+    test, _ = oa.load_clips(takes_shards / "test", 64)
+    cfg = OmegaConf.structured(OnlineActionEvalConfig(model="x3d", chunk_len=4, steps=8, warmup_steps=3,
+                                                      batch_size=8, log_every=1))
+    backbone, info = load_backbone("random", "x3d_xs")
+    assert info["backbone"] == "x3d_xs"
+    probe = oa.Probe(backbone, "x3d", len(classes))
+    assert not hasattr(probe, "gru")  # x3d: clip features -> BatchNorm -> linear
+    frozen = [p.clone() for p in backbone.parameters()]
+    writer = _Scalars()
+    losses, _ = oa.train_probe(probe, train, cfg, torch.device("cpu"), writer=writer, show_progress=False)
+    assert len(losses) == 8 and np.isfinite(losses).all()
+    lrs = [lr for _, lr in writer.scalars["online_action/lr"]]
+    assert lrs == pytest.approx([oa.lr_at(s, oa.schedule(cfg)) for s in range(8)])
+    assert lrs[:4] == pytest.approx([0.4, 0.8, 1.2, 1.2])  # linear warmup to the study's 1.2 ...
+    assert lrs[3:] == sorted(lrs[3:], reverse=True) and lrs[-1] < 0.2  # ... then cosine decay
+    assert all(torch.equal(a, b) for a, b in zip(frozen, backbone.parameters()))
+    true, pred = oa.predict(probe, test, cfg, torch.device("cpu"))
+    windows = sum(len(oa.window_starts(len(c.labels), 4, 2)) for c in test)
+    assert len(true) == len(pred) == windows > 0  # every test window of every view, 2-frame overlap
+    res = oa.metrics(true, pred, len(classes))
+    assert np.isfinite(res["accuracy"]) and np.isfinite(res["balanced_accuracy"])
+    assert res["confusion"].sum() == windows and set(pred) <= set(range(len(classes)))
+
+
+def test_cli_x3d_writes_tables(takes_shards, tmp_path, capsys):
+    out = tmp_path / "oa_x3d"
+    rc = oa.main(["--shards", str(takes_shards), "--checkpoint", "random", "--out", str(out),
+                  "eval.online_action.model=x3d", "eval.online_action.chunk_len=4", "eval.online_action.steps=3",
+                  "eval.online_action.warmup_steps=1", "eval.online_action.crop_size=64"])
+    assert rc == 0
+    stdout = capsys.readouterr().out
+    assert "x3d_xs (frozen)" in stdout and "x3d, 4-frame chunks" in stdout
+    rows = (out / "online_action.csv").read_text().splitlines()
+    assert rows[0] == "class,accuracy,chunks" and rows[1].startswith("all,")
+    assert np.isfinite(float(rows[1].split(",")[1]))
+    assert (out / "confusion.csv").is_file() and (out / "confusion.png").is_file()
