@@ -70,7 +70,7 @@ class DataConfig:
     shuffle_buffer: int = 64
     num_workers: int = 2
     # auto | cpu | gpu | pyav; gpu: decord.gpu(LOCAL_RANK) where built with CUDA (else CPU + one warning);
-    # pyav: per-GOP CPU decoding that skips unneeded non-reference frames
+    # pyav: per-GOP CPU decoding that skips unneeded non-reference frames; auto: gpu where it works, else pyav
     decoder: str = "auto"
     skip_limit: int = 100  # bad samples in a row before the loader stops with an error (a config problem, not data)
 

@@ -69,7 +69,7 @@ def test_gpu_request_falls_back_to_cpu_with_one_warning(monkeypatch):
     messages = [str(w.message) for w in caught if "GPU decoding unavailable" in str(w.message)]
     assert len(messages) == 1 and "CUDA not enabled" in messages[0]
     np.testing.assert_array_equal(first, second)
-    assert active_decoder("auto") == "cpu"
+    assert active_decoder("auto") == "pyav" and active_decoder("gpu") == "cpu"  # the faster CPU decoder for auto
 
 
 def _decord_has_cuda() -> bool:
@@ -139,3 +139,25 @@ def test_pyav_decoder_errors_and_fallback(shared_videos):
     for name in ("test.avi", "rotated_90.mov"):
         raw = (shared_videos / name).read_bytes()
         np.testing.assert_array_equal(decode_frames(raw, [0, 2], ctx="pyav"), decode_frames(raw, [0, 2], ctx="cpu"))
+
+
+def _decode_in_child(data: bytes, queue) -> None:
+    queue.put(decode_frames(data, [0, 5], ctx="pyav").sum())
+
+
+def test_pyav_decoder_works_in_a_forked_worker_after_the_parent_used_it():
+    """DataLoader workers are forked after the parent decoded (bench_loader, the trainer's first batches): an inherited
+    swscale context deadlocked on first use in the child."""
+    import multiprocessing as mp
+
+    data = gop_video(10)
+    expected = decode_frames(data, [0, 5], ctx="pyav").sum()  # the parent's context now exists
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_decode_in_child, args=(data, queue))
+    child.start()
+    child.join(timeout=60)
+    if child.is_alive():
+        child.kill()
+        pytest.fail("decoding with PyAV hung in a forked child")
+    assert child.exitcode == 0 and queue.get(timeout=5) == expected
