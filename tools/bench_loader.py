@@ -32,7 +32,7 @@ from tqdm import tqdm
 from ssl_video.config import load_config
 from ssl_video.data import augment, sampling
 from ssl_video.data.decode import decode_frames, resolve_decoder
-from ssl_video.data.loader import build_loader, make_example, shard_list
+from ssl_video.data.loader import build_loader, make_example, plain_config, shard_list
 
 
 def _pack_videos(videos: Path, out: Path) -> Path:
@@ -132,8 +132,9 @@ def main() -> None:
     print(f"  per-sample work: {args.clips / total_cpu:.1f} clips/s per core (CPU time), "
           f"{args.clips / total_wall:.1f} clips/s wall (lower when the cores are shared)")  # fmt: skip
     rng, start = random.Random(1), time.process_time()
+    plain = plain_config(cfg)  # as the loader's workers hold it
     for i in range(args.clips):  # the loader's own per-sample function, stacking and bookkeeping included
-        make_example(samples[i % len(samples)], cfg, rng, ctx=decoder)
+        make_example(samples[i % len(samples)], plain, rng, ctx=decoder)
     print(f"  make_example (the loader's per-sample call): {args.clips / (time.process_time() - start):.1f} clips/s "
           "per core (CPU time)")  # fmt: skip
     batches = max(1, args.clips // args.batch_size)

@@ -21,10 +21,12 @@ import json
 import logging
 import random
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 import webdataset as wds
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ssl_video.data import sampling
@@ -50,6 +52,11 @@ def shards_for(shards: list[str], rank: int, world_size: int, worker: int, num_w
     """This (rank, worker)'s share of the shards: a disjoint split when every pair can get one, else all of them."""
     pairs, index = world_size * num_workers, rank * num_workers + worker
     return shards[index::pairs] if len(shards) >= pairs else list(shards)
+
+
+def plain_config(cfg):
+    """The ``data`` config as plain attributes for the per-sample path (omegaconf lookups: ~2 ms of a 19 ms sample)."""
+    return SimpleNamespace(**OmegaConf.to_container(cfg, resolve=True)) if isinstance(cfg, DictConfig) else cfg
 
 
 def make_example(sample: dict, cfg, rng: random.Random, *, ctx: str = "cpu") -> dict[str, torch.Tensor]:
@@ -162,7 +169,7 @@ class ShardStream(IterableDataset):
     ) -> None:
         if cfg.epoch_length < 1 or batch_size < 1:
             raise ValueError(f"data.epoch_length ({cfg.epoch_length}) and batch_size ({batch_size}) must be >= 1")
-        self.cfg, self.batch_size, self.ctx = cfg, batch_size, ctx
+        self.cfg, self.batch_size, self.ctx = plain_config(cfg), batch_size, ctx
         self.rank, self.world_size, self.seed, self.epoch = rank, world_size, seed, epoch
         self.shards = shard_list(cfg.root)
 
