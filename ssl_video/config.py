@@ -169,6 +169,7 @@ class DavisEvalConfig:
     query_chunk: int = 1024  # target locations per affinity block (memory)
     save_png: bool = True
     vis_sequences: int = 4  # sequences whose overlays go to TensorBoard
+    recompute_bn: bool = False  # re-estimate BN statistics on the evaluated frames (transductive, no labels)
 
 
 @dataclass

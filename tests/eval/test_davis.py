@@ -1,5 +1,6 @@
 """DAVIS label propagation: the videowalk rules against a naive implementation, exact recovery with position codes,
-an untrained encoder clearly below a correspondence oracle, the CLI's outputs, and backbone loading."""
+an untrained encoder clearly below a correspondence oracle, the CLI's outputs, backbone loading, and BatchNorm
+re-estimation (``--recompute-bn``)."""
 
 from __future__ import annotations
 
@@ -184,3 +185,41 @@ def test_load_backbone_from_checkpoint_export_and_gru(tmp_path):
     torch.save({"something": torch.zeros(3)}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="does not fit backbone"):
         load_backbone(tmp_path / "other.pt", "resnet18")
+
+
+def _imagenet(frames):
+    from ssl_video.data.constants import IMAGENET_MEAN, IMAGENET_STD
+
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
+    return (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+
+
+def test_recompute_bn_averages_the_frames_statistics_and_forgets_the_old_ones():
+    torch.manual_seed(3)
+    net, _ = load_backbone("random", "resnet18_s8")
+    spoilt, _ = load_backbone("random", "resnet18_s8")
+    spoilt.load_state_dict(net.state_dict())
+    for m in spoilt.modules():  # what a few steps on tiny batches can leave behind
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.add_(5.0), m.running_var.mul_(1e-3), m.num_batches_tracked.fill_(40)
+    layer4_before = spoilt.layer4[1].bn2.running_var.clone()
+    videos = list(np.random.default_rng(0).integers(0, 256, (2, 3, 24, 32, 3), dtype=np.uint8))
+    assert davis.recompute_bn(net, videos, "layer3", batch=3) == 6
+    assert davis.recompute_bn(spoilt, iter(videos), "layer3", batch=3) == 6
+    assert not net.training and net.bn1.momentum == 0.1  # eval mode, momentum restored
+    with torch.no_grad():  # the first BN: the mean over batches (one video each) of each batch's statistics
+        y = [net.conv1(_imagenet(v)) for v in videos]
+    torch.testing.assert_close(net.bn1.running_mean, torch.stack([b.mean((0, 2, 3)) for b in y]).mean(0))
+    torch.testing.assert_close(net.bn1.running_var, torch.stack([b.var((0, 2, 3)) for b in y]).mean(0))
+    for name, value in net.state_dict().items():  # the old statistics leave no trace up to layer3
+        if not name.startswith("layer4"):
+            torch.testing.assert_close(spoilt.state_dict()[name], value, msg=name)
+    torch.testing.assert_close(spoilt.layer4[1].bn2.running_var, layer4_before)  # after the stage: untouched
+
+
+def test_cli_recompute_bn(synthetic_root, tmp_path, capsys):
+    rc = davis.main(["--davis", str(synthetic_root / "davis"), "--checkpoint", "random", "--out", str(tmp_path),
+                     "--recompute-bn", "eval.davis.max_sequences=1", "eval.davis.save_png=false"])
+    assert rc == 0
+    frames = len(list((synthetic_root / "davis" / "JPEGImages" / "480p" / "synth-000").glob("*.jpg")))
+    assert f"re-estimated on {frames} frames of 1 sequences" in capsys.readouterr().out
