@@ -7,11 +7,9 @@ import pytest
 import torch
 from scipy import ndimage
 
+from ssl_video.data.superpixel_connectivity import _components_cpu, _components_torch, _merge_small
 from ssl_video.data.superpixels import (
     _block_mean,
-    _components_cpu,
-    _components_torch,
-    _merge_small,
     grid,
     rgb_to_lab,
     segment,
@@ -170,10 +168,11 @@ def test_cuda_matches_cpu():
 
 
 def test_vectorised_connectivity_path_gives_the_same_labels(monkeypatch):
+    import ssl_video.data.superpixel_connectivity as conn
     import ssl_video.data.superpixels as sp
 
     img, _ = _regions(64, 80)
     frames = torch.from_numpy(np.stack([img, img[::-1].copy()]))
     ref = slic_fast(frames, n_segments=30, compactness=2.0)
-    monkeypatch.setattr(sp, "_components_cpu", sp._components_torch)  # the path CUDA takes
+    monkeypatch.setattr(conn, "_components_cpu", conn._components_torch)  # the path CUDA takes
     assert torch.equal(sp.slic_fast(frames, n_segments=30, compactness=2.0), ref)
