@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     mem = "peak CUDA MiB (bf16)" if args.device == "cuda" else "peak RSS MiB"
     print(f"device={args.device} batch={args.batch_size} clips x 2 views x {args.frames} frames at {args.size}px, "
           f"median of {args.steps} steps")
-    # CPU s: process CPU seconds per step (all threads), which other load on the machine barely changes
+    # CPU s: process CPU seconds per step (all threads); other load inflates it too (spinning threads, shared caches)
     print(f"{'method':<9}{'backbone':<14}{'step s':>9}{'CPU s':>9}{mem:>22}")
     from tqdm import tqdm
 

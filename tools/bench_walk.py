@@ -9,8 +9,8 @@ CUDA the achieved FLOP/s and its fraction of the device's bf16 peak.
 Patches default to ``size/4`` at stride ``size/8`` (7×7 = 49 nodes, videowalk's 64 at 32 on 256²); superpixels are
 SLIC with ``--superpixels`` segments on rendered moving shapes, so both graphs have about the same node count.
 
-On CPU the step is also given in process CPU seconds (all threads), which other load on the machine barely changes;
-wall-clock step times on a busy machine are not comparable between methods.
+On CPU the step is also given in process CPU seconds (all threads); other load inflates that less than wall time but
+still does (measured: superpixel/patch CPU ratio 0.34 idle, 0.46 busy): compare figures from a quiet machine.
 
 Peak memory: CUDA ``max_memory_allocated``; CPU the growth of the process's peak RSS (``resource.getrusage``) over
 the steps, each measurement in a fresh subprocess so one does not hide the next. Largest batch: on CUDA found by
@@ -120,7 +120,7 @@ def run_steps(method: str, batch_size: int, args, device: str, count_flops: bool
         with counter:
             step()
         flops = counter.get_total_flops()
-    # CPU: process CPU seconds (all threads) per step as well, which other load on the machine barely changes
+    # CPU: process CPU seconds (all threads) per step as well, less disturbed by other load than wall time
     result = {"method": method, "batch": batch_size, "step_s": statistics.median(times), "step_s_all": times,
               "cpu_s": statistics.median(cpu_times),
               "peak_bytes": peak, "walk_acc": float(out["walk_acc"]), "nodes": float(out["nodes_per_frame"]),
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"walk_superpixel / walk_patch step time: {ratio:.2f} (goal <= 0.5)")
             if device != "cuda":
                 cpu_ratio = by["walk_superpixel"]["cpu_s"] / by["walk_patch"]["cpu_s"]
-                print(f"walk_superpixel / walk_patch CPU time per step: {cpu_ratio:.2f} (robust to other load)")
+                print(f"walk_superpixel / walk_patch CPU time per step: {cpu_ratio:.2f} (less load-sensitive)")
             if by["walk_patch"]["flops"] and by["walk_superpixel"]["flops"]:
                 flop_ratio = by["walk_superpixel"]["flops"] / by["walk_patch"]["flops"]
                 print(f"walk_superpixel / walk_patch FLOPs per step: {flop_ratio:.2f} (timing-noise free)")
