@@ -42,6 +42,7 @@ from ssl_video.config import ConfigError, DavisEvalConfig, load_config  # noqa: 
 from ssl_video.data.augment import normalise  # noqa: E402
 from ssl_video.data.synthetic import child_seed, make_all, render_sequence  # noqa: E402
 from ssl_video.eval import davis  # noqa: E402
+from ssl_video.eval.common import resolve_device  # noqa: E402
 from ssl_video.methods import build_method  # noqa: E402
 
 MODES = ("stored", "target", "train")
@@ -133,7 +134,7 @@ def train_seed(args: argparse.Namespace, seed: int, root: Path, data: tuple[list
 
 def run(args: argparse.Namespace, root: Path) -> list[dict]:
     """Every seed of ``args.seeds``; returns all rows."""
-    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(args.device)
     needs_sp = args.method != "walk_patch"
     data = training_videos(args.videos, args.frames, args.size, args.data_seed, args.superpixels * needs_sp)
     cfg_eval = DavisEvalConfig(save_png=False, stage=args.stage)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import torch
@@ -126,6 +126,35 @@ def _export_names(state: dict[str, torch.Tensor], own: dict) -> dict[str, torch.
         if any(k.startswith(ours) for k in own) and not any(k.startswith(ours) for k in state):
             state = {(ours + k[len(theirs) :] if k.startswith(theirs) else k): v for k, v in state.items()}
     return state
+
+
+@torch.no_grad()
+def recompute_bn_stats(model: nn.Module, batches: Iterable[torch.Tensor],
+                       forward: Callable[[torch.Tensor], object] | None = None) -> int:
+    """Replace every BatchNorm's running statistics by their average over ``batches`` ("precise BN"), then eval mode.
+
+    Each batch counts equally (``momentum=None`` while it runs; the momentum is restored). BNs that no batch reaches
+    (e.g. after the stage ``forward`` stops at) keep their statistics. ``forward`` defaults to ``model``.
+    Returns the number of samples seen.
+    """
+    saved = {m: (m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone(), m.momentum)
+             for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats}
+    for m in saved:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches
+    model.train()
+    seen = 0
+    try:
+        for x in batches:
+            (forward or model)(x)
+            seen += len(x)
+    finally:
+        for m, (mean, var, count, momentum) in saved.items():
+            m.momentum = momentum
+            if not m.num_batches_tracked.item():  # reached by no batch: untouched
+                m.running_mean.copy_(mean), m.running_var.copy_(var), m.num_batches_tracked.copy_(count)
+        model.eval()
+    return seen
 
 
 def write_csv(path: str | Path, rows: Sequence[dict], columns: Sequence[str] | None = None) -> Path:

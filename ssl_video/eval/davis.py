@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from ssl_video.eval import jf
+from ssl_video.eval.common import recompute_bn_stats
 
 FeatureFn = Callable[[np.ndarray], torch.Tensor]  # (T, H, W, 3) uint8 -> (T, C, h, w) float
 
@@ -99,43 +100,23 @@ def encoder_features(backbone: torch.nn.Module, stage: str = "layer3", device: t
     return fn
 
 
-@torch.no_grad()
 def recompute_bn(backbone: torch.nn.Module, frames: Iterator[np.ndarray] | Sequence[np.ndarray], stage: str = "layer3",
                  device: torch.device | str = "cpu", batch: int = 5) -> int:
     """Replace every BatchNorm's running statistics by their average over ``frames`` (then eval mode).
 
     ``frames``: ``(T, H, W, 3)`` uint8 arrays (e.g. every sequence of the evaluation), fed ImageNet-normalised through
     ``backbone.forward_until(x, stage)`` in batches of ``batch`` frames; each batch's statistics count equally
-    (``momentum=None``). BNs after ``stage`` keep their statistics. Returns the number of frames seen.
+    (:func:`ssl_video.eval.common.recompute_bn_stats`). BNs after ``stage`` keep their statistics. Returns the number
+    of frames seen.
     """
-    from ssl_video.data.constants import IMAGENET_MEAN, IMAGENET_STD
+    from ssl_video.data.augment import normalise
 
     if not hasattr(backbone, "forward_until"):
         raise ValueError(f"backbone {type(backbone).__name__} has no forward_until (use resnet18_s8)")
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
     backbone = backbone.to(device)
-    saved = {m: (m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone(), m.momentum)
-             for m in backbone.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
-             and m.track_running_stats}
-    for m in saved:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the batches
-    backbone.train()
-    seen = 0
-    try:
-        for video in frames:
-            for i in range(0, len(video), batch):
-                x = torch.from_numpy(np.ascontiguousarray(video[i : i + batch])).to(device)
-                backbone.forward_until((x.permute(0, 3, 1, 2).float() / 255 - mean) / std, stage)
-                seen += len(x)
-    finally:
-        for m, (r_mean, r_var, count, momentum) in saved.items():
-            m.momentum = momentum
-            if not m.num_batches_tracked.item():  # after ``stage`` (or no frames): untouched
-                m.running_mean.copy_(r_mean), m.running_var.copy_(r_var), m.num_batches_tracked.copy_(count)
-        backbone.eval()
-    return seen
+    batches = (normalise(torch.from_numpy(np.ascontiguousarray(video[i : i + batch])).to(device).permute(0, 3, 1, 2))
+               for video in frames for i in range(0, len(video), batch))
+    return recompute_bn_stats(backbone, batches, lambda x: backbone.forward_until(x, stage))
 
 
 def context_indices(t: int, context: int) -> list[int]:

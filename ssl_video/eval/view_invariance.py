@@ -28,6 +28,7 @@ from torch import nn
 
 from ssl_video.data.augment import augment_clip, normalise
 from ssl_video.data.synthetic import render_take
+from ssl_video.eval.common import recompute_bn_stats
 
 
 @lru_cache(maxsize=64)
@@ -69,21 +70,9 @@ def _frames(seeds: list[int], cameras: tuple[int, int], crop: int) -> torch.Tens
     return torch.cat(out, dim=1)
 
 
-@torch.no_grad()
 def precise_bn(backbone: nn.Module, seeds: list[int], crop: int = 32, chunk: int = 48) -> None:
     """Replace every BN's running statistics by their average over the evaluation frames (then eval mode)."""
-    x = _frames(seeds, (0, 1), crop).flatten(0, 1)
-    bns = [m for m in backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the chunks
-    backbone.train()
-    for part in x.split(chunk):
-        backbone(part)
-    for m, momentum in zip(bns, saved):
-        m.momentum = momentum
-    backbone.eval()
+    recompute_bn_stats(backbone, _frames(seeds, (0, 1), crop).flatten(0, 1).split(chunk))
 
 
 @torch.no_grad()
