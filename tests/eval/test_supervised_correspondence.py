@@ -78,7 +78,6 @@ def test_trained_encoder_scores_clearly_above_random_init(synthetic_root, tmp_pa
     # Training sequences come from other seeds than the evaluated set (make_all seed 0): nothing evaluated is trained
     # on. The trained weights go through a training checkpoint and the CLI, as a researcher's would.
     torch.manual_seed(0)
-    torch.set_num_threads(1)
     sequences = [render_sequence(child_seed(1, 7, i), 24, (128, 128), num_objects=2 + i % 3) for i in range(6)]
     backbone = build_backbone(BackboneConfig(name="resnet18_s8"))
     losses = train_reference(backbone, sequences, steps=80, seed=0, show_progress=False)
