@@ -4,6 +4,7 @@
     python tools/bench_davis_training.py --method walk_patch --steps 4000 --every 500 --batch-size 16 --device cuda
     python tools/bench_davis_training.py --davis data/synthetic/davis --seeds 0,1,2 method.temperature=0.07
     python tools/bench_davis_training.py --method supervised --steps 100 --every 25   # the label-trained reference
+    python tools/bench_davis_training.py --train-videos ../shared/data/videos/*.* --crop 96 --steps 3000 --every 500
 
 The question it answers: does the DAVIS evaluation (``ssl_video.eval.davis``, the videowalk protocol) tell a trained
 encoder from a randomly initialised one, and after how much training?
@@ -11,9 +12,11 @@ encoder from a randomly initialised one, and after how much training?
 - Evaluation set: ``--davis`` (default: the small synthetic set of ``tools/make_synthetic.py --seed 0``, written to a
   temporary folder), every sequence, ``resnet18_s8`` layer3 (``eval.davis`` defaults; ``--stage`` to change).
 - Training data: ``--videos`` sequences rendered like the DAVIS set (``render_sequence``) from other seeds, so no
-  evaluated sequence is trained on. A sample: ``--clip-len`` consecutive frames of a random video, a random
-  ``--crop``² window at the same place in every frame, the clip reversed with probability 1/2. Superpixels (for
-  ``walk_superpixel`` / ``walk_mixed``) are SLIC with ``--superpixels`` segments per full frame, cropped and relabelled.
+  evaluated sequence is trained on; or ``--train-videos`` files (real video, decoded at ``--train-fps`` with short
+  side ``--size``; an undecodable file is listed and skipped). A sample: ``--clip-len`` consecutive frames of a random
+  video, a random ``--crop``² window at the same place in every frame, the clip reversed with probability 1/2.
+  Superpixels (for ``walk_superpixel`` / ``walk_mixed``) are SLIC with ``--superpixels`` segments per full frame,
+  cropped and relabelled.
 - ``--method supervised``: the label-trained reference encoder (``ssl_video.eval.supervised_correspondence``: dense
   supervised contrastive loss on pairs of full training frames and their instance masks). It is the evaluation's upper
   reference: how far J&F moves when an encoder does learn correspondence.
@@ -74,6 +77,36 @@ def training_videos(n: int, num_frames: int, size: int, seed: int, superpixels: 
     from ssl_video.data.superpixels import segment
 
     return videos, [segment(v, "slic", n_segments=superpixels, compactness=10.0, start_label=0) for v in videos], masks
+
+
+def real_videos(paths: list[str], fps: float, short_side: int, superpixels: int,
+                min_frames: int) -> tuple[list, list | None, None]:
+    """Video files decoded at ``fps`` with ``short_side`` pixels, their SLIC maps (or None), no masks.
+
+    A file that does not decode, or has fewer than ``min_frames`` frames, is listed on stderr and skipped; none left is
+    an error.
+    """
+    from ssl_video.data.superpixels import segment
+    from ssl_video.data.video import VideoError, read_video
+
+    videos = []
+    for path in paths:
+        try:
+            video = read_video(path, fps, short_side)
+        except (VideoError, OSError) as exc:
+            print(f"skipped {path}: {exc}", file=sys.stderr)
+            continue
+        if len(video) < min_frames:
+            print(f"skipped {path}: {len(video)} frames at {fps:g} fps, fewer than a clip", file=sys.stderr)
+        else:
+            videos.append(video)
+    if not videos:
+        raise ValueError("none of --train-videos could be decoded into a whole clip")
+    print(f"training videos: {len(videos)} files, {sum(len(v) for v in videos)} frames at {fps:g} fps, "
+          f"short side {short_side}", file=sys.stderr)
+    if not superpixels:
+        return videos, None, None
+    return videos, [segment(v, "slic", n_segments=superpixels, compactness=10.0, start_label=0) for v in videos], None
 
 
 def sample_batch(rng: np.random.Generator, videos: list, sps: list | None, batch: int, clip_len: int,
@@ -188,7 +221,10 @@ def run(args: argparse.Namespace, root: Path) -> list[dict]:
     """Every seed of ``args.seeds``; returns all rows."""
     device = resolve_device(args.device)
     needs_sp = args.method not in ("walk_patch", SUPERVISED)
-    data = training_videos(args.videos, args.frames, args.size, args.data_seed, args.superpixels * needs_sp)
+    if args.train_videos:
+        data = real_videos(args.train_videos, args.train_fps, args.size, args.superpixels * needs_sp, args.clip_len)
+    else:
+        data = training_videos(args.videos, args.frames, args.size, args.data_seed, args.superpixels * needs_sp)
     cfg_eval = DavisEvalConfig(save_png=False, stage=args.stage)
     modes = tuple(m for m in args.bn.split(",") if m)
     print(f"{'seed':>4} {'step':>6} " + " ".join(f"{m:>7}" for m in modes)
@@ -213,7 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crop", type=int, default=64)
     p.add_argument("--videos", type=int, default=8, help="training videos")
     p.add_argument("--frames", type=int, default=24, help="frames per training video")
-    p.add_argument("--size", type=int, default=128, help="training video side (pixels)")
+    p.add_argument("--size", type=int, default=128, help="training video side (short side of --train-videos)")
+    p.add_argument("--train-videos", nargs="+", metavar="FILE",
+                   help="train the walk on these video files instead of rendered sequences")
+    p.add_argument("--train-fps", type=float, default=15.0, help="frame rate --train-videos are decoded at")
     p.add_argument("--superpixels", type=int, default=64, help="SLIC segments per full training frame")
     p.add_argument("--data-seed", type=int, default=1)
     p.add_argument("--stage", default="layer3")
@@ -225,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     bad = [m for m in args.bn.split(",") if m and m not in MODES]
     if bad or args.every < 1 or args.steps < 0 or args.crop > args.size or args.clip_len > args.frames:
         print(f"error: bad arguments (bn {bad or 'ok'}, every >= 1, crop <= size, clip-len <= frames)", file=sys.stderr)
+        return 2
+    if args.train_videos and args.method == SUPERVISED:
+        print("error: --method supervised needs instance masks, which --train-videos do not have", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
     args.lr = args.lr or (1e-3 if args.method == SUPERVISED else 1e-4)
