@@ -33,12 +33,13 @@ Measured (CPU, one thread, seed 0, small synthetic set), J&F stored / target / t
 - supervised (B=2 pairs, lr 1e-3): 25 steps (4.8 CPU-s) 0.719 / 0.728 / 0.734; 100 steps (19 CPU-s) 0.771 / 0.777 /
   0.771. The evaluation does tell a trained encoder from a random one.
 - walk_superpixel / walk_patch (B=2-8, T=4, 64²-128² crops, lr 1e-4-1e-3, 40-800 steps, up to ~600 CPU-s; also with
-  an independent per-frame crop shift of up to 16 px against a positional shortcut, and frame stride 3; also trained
-  on the three real shared videos for 500 steps): no column
+  an independent per-frame crop shift of up to 16 px against a positional shortcut, and frame stride 3): no column
   rises more than about 0.05 above random and several fall 0.05-0.15 below it; walk accuracy plateaus at 0.37-0.43
   on about 16 superpixels per 64² crop. Repetitive object textures and a grainy background leave most nodes
-  ambiguous, so the walk has little to learn here at this scale; separating a walk-trained encoder needs GPU-scale
-  training on real video.
+  ambiguous, so the walk has little to learn here at this scale.
+- walk_superpixel on the real shared videos (``--train-videos``, 96² crops, 15 fps, B=4, lr 1e-4): 500-2000 steps
+  (10-39 CPU-min) give 0.45-0.49 stored and 0.56-0.585 target, a +0.02-0.05 drift with re-estimated BN, not a clear
+  separation. Separating a walk-trained encoder needs GPU-scale training on real video.
 """
 
 from __future__ import annotations
