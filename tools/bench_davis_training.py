@@ -37,7 +37,7 @@ Measured (CPU, one thread, seed 0, small synthetic set), J&F stored / target / t
   rises more than about 0.05 above random and several fall 0.05-0.15 below it; walk accuracy plateaus at 0.37-0.43
   on about 16 superpixels per 64² crop. Repetitive object textures and a grainy background leave most nodes
   ambiguous, so the walk has little to learn here at this scale.
-- walk_superpixel on the real shared videos (``--train-videos``, 96² crops, 15 fps, B=4, lr 1e-4): 500-2000 steps
+- walk_superpixel on the real shared videos (three of them, every 2nd frame, 96² crops, B=4, lr 1e-4): 500-2000 steps
   (10-39 CPU-min) give 0.45-0.49 stored and 0.56-0.585 target, a +0.02-0.05 drift with re-estimated BN, not a clear
   separation. Separating a walk-trained encoder needs GPU-scale training on real video.
 """
