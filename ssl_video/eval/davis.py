@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -78,24 +78,26 @@ def read_sequence(root: str | Path, name: str, resolution: str = "480p") -> tupl
 # ------------------------------------------------------------------------------------------------------------------
 # Features and propagation
 # ------------------------------------------------------------------------------------------------------------------
+def _normalised_batches(videos: Iterable[np.ndarray], batch: int, device) -> Iterator[torch.Tensor]:
+    """``(T, H, W, 3)`` uint8 arrays -> ImageNet-normalised ``(≤batch, 3, H, W)`` float batches on ``device``."""
+    from ssl_video.data.augment import normalise
+
+    for video in videos:
+        for i in range(0, len(video), batch):
+            yield normalise(torch.from_numpy(np.ascontiguousarray(video[i : i + batch])).to(device).permute(0, 3, 1, 2))
+
+
 def encoder_features(backbone: torch.nn.Module, stage: str = "layer3", device: torch.device | str = "cpu",
                      batch: int = 5) -> FeatureFn:
     """Feature function: ImageNet-normalised frames through ``backbone.forward_until(x, stage)``, on ``device``."""
-    from ssl_video.data.constants import IMAGENET_MEAN, IMAGENET_STD
-
     if not hasattr(backbone, "forward_until"):
         raise ValueError(f"backbone {type(backbone).__name__} has no forward_until (use resnet18_s8)")
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
     backbone = backbone.to(device).eval()
 
     @torch.no_grad()
     def fn(frames: np.ndarray) -> torch.Tensor:
-        out = []
-        for i in range(0, len(frames), batch):
-            x = torch.from_numpy(frames[i : i + batch]).to(device).permute(0, 3, 1, 2).float() / 255
-            out.append(backbone.forward_until((x - mean) / std, stage).float())
-        return torch.cat(out)
+        batches = _normalised_batches([frames], batch, device)
+        return torch.cat([backbone.forward_until(x, stage).float() for x in batches])
 
     return fn
 
@@ -109,14 +111,11 @@ def recompute_bn(backbone: torch.nn.Module, frames: Iterator[np.ndarray] | Seque
     (:func:`ssl_video.eval.common.recompute_bn_stats`). BNs after ``stage`` keep their statistics. Returns the number
     of frames seen.
     """
-    from ssl_video.data.augment import normalise
-
     if not hasattr(backbone, "forward_until"):
         raise ValueError(f"backbone {type(backbone).__name__} has no forward_until (use resnet18_s8)")
     backbone = backbone.to(device)
-    batches = (normalise(torch.from_numpy(np.ascontiguousarray(video[i : i + batch])).to(device).permute(0, 3, 1, 2))
-               for video in frames for i in range(0, len(video), batch))
-    return recompute_bn_stats(backbone, batches, lambda x: backbone.forward_until(x, stage))
+    return recompute_bn_stats(backbone, _normalised_batches(frames, batch, device),
+                              lambda x: backbone.forward_until(x, stage))
 
 
 def context_indices(t: int, context: int) -> list[int]:
