@@ -73,11 +73,16 @@ def training_videos(n: int, num_frames: int, size: int, seed: int, superpixels: 
     rendered = [render_sequence(child_seed(seed, 7, i), num_frames, (size, size), num_objects=2 + i % 3)
                 for i in range(n)]
     videos, masks = [r[0] for r in rendered], [r[1] for r in rendered]
+    return videos, slic_maps(videos, superpixels), masks
+
+
+def slic_maps(videos: list[np.ndarray], superpixels: int) -> list[np.ndarray] | None:
+    """SLIC maps with ``superpixels`` segments per frame of every video; None when 0 (the method needs none)."""
     if not superpixels:
-        return videos, None, masks
+        return None
     from ssl_video.data.superpixels import segment
 
-    return videos, [segment(v, "slic", n_segments=superpixels, compactness=10.0, start_label=0) for v in videos], masks
+    return [segment(v, "slic", n_segments=superpixels, compactness=10.0, start_label=0) for v in videos]
 
 
 def real_videos(paths: list[str], fps: float, short_side: int, superpixels: int,
@@ -87,7 +92,6 @@ def real_videos(paths: list[str], fps: float, short_side: int, superpixels: int,
     A file that does not decode, or has fewer than ``min_frames`` frames, is listed on stderr and skipped; none left is
     an error.
     """
-    from ssl_video.data.superpixels import segment
     from ssl_video.data.video import VideoError, read_video
 
     videos = []
@@ -105,9 +109,7 @@ def real_videos(paths: list[str], fps: float, short_side: int, superpixels: int,
         raise ValueError("none of --train-videos could be decoded into a whole clip")
     print(f"training videos: {len(videos)} files, {sum(len(v) for v in videos)} frames at {fps:g} fps, "
           f"short side {short_side}", file=sys.stderr)
-    if not superpixels:
-        return videos, None, None
-    return videos, [segment(v, "slic", n_segments=superpixels, compactness=10.0, start_label=0) for v in videos], None
+    return videos, slic_maps(videos, superpixels), None
 
 
 def sample_batch(rng: np.random.Generator, videos: list, sps: list | None, batch: int, clip_len: int,
@@ -197,21 +199,21 @@ def train_supervised_seed(args: argparse.Namespace, seed: int, root: Path, data:
     videos, _, masks = data
     torch.manual_seed(seed)
     backbone = build_backbone(BackboneConfig(name="resnet18_s8")).to(device)
-    rows, cpu, mark = [], [0.0], [time.process_time()]
+    rows, losses, cpu, mark = [], [], 0.0, time.process_time()
 
-    def evaluate(step: int, losses: list[float]) -> None:
-        cpu[0] += time.process_time() - mark[0]
-        backbone.eval()
-        rows.append(_report(seed, step, jf_scores(backbone, root, cfg_eval, videos, modes, device), losses, [], cpu[0]))
-        mark[0] = time.process_time()
-
-    losses: list[float] = []
-    evaluate(0, losses)
+    def evaluate(step: int) -> None:  # training CPU time excludes the evaluations
+        nonlocal cpu, mark
+        cpu += time.process_time() - mark
+        rows.append(_report(seed, step, jf_scores(backbone.eval(), root, cfg_eval, videos, modes, device), losses, [],
+                            cpu))
+        mark = time.process_time()
 
     def after_step(step: int, loss: float) -> None:
         losses.append(loss)
         if step % args.every == 0 or step == args.steps:
-            evaluate(step, losses)
+            evaluate(step)
+
+    evaluate(0)
 
     train_reference(backbone, list(zip(videos, masks)), args.steps, lr=args.lr, batch=args.batch_size, seed=seed,
                     stage=args.stage, device=device, show_progress=False, after_step=after_step)

@@ -88,7 +88,7 @@ def train_reference(backbone: nn.Module, sequences: Sequence[tuple[np.ndarray, n
         raise ValueError(f"need steps >= 0, batch >= 1, max_gap >= 0, tau > 0 and sequences; got {steps=}, "
                          f"{batch=}, {max_gap=}, {tau=}, {len(sequences)} sequences")
     rng = np.random.default_rng(seed)
-    backbone.to(device).train()
+    backbone.to(device)
     opt = torch.optim.Adam(backbone.parameters(), lr=lr)
     losses = []
     for step in tqdm(range(1, steps + 1), desc="supervised reference", disable=not show_progress):

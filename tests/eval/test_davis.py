@@ -115,7 +115,8 @@ def test_random_encoder_clearly_below_correspondence_oracle(synthetic_root):
     assert oracle["J&F-Mean"] > random_enc["J&F-Mean"] + 0.15
 
 
-def _write_checkpoint(path, state, backbone_name="resnet18_s8"):
+def write_checkpoint(path, state, backbone_name="resnet18_s8"):
+    """A training checkpoint holding ``state`` as its backbone (plus a head the evaluations ignore)."""
     config = f"backbone:\n  name: {backbone_name}\nmethod:\n  name: walk_patch\n"
     torch.save({"model": {f"backbone.{k}": v for k, v in state.items()} | {"head.weight": torch.zeros(2)},
                 "config": config, "step": 7}, path)
@@ -127,7 +128,7 @@ def test_cli_writes_official_layout_and_tables(synthetic_root, tmp_path, capsys)
     torch.manual_seed(1)
     net, _ = load_backbone("random", "resnet18_s8")
     ckpt = tmp_path / "step_00000007.pt"
-    _write_checkpoint(ckpt, net.state_dict())
+    write_checkpoint(ckpt, net.state_dict())
     out = tmp_path / "out"
     rc = davis.main(["--davis", str(synthetic_root / "davis"), "--checkpoint", str(ckpt), "--out", str(out),
                      "eval.davis.max_sequences=1", "eval.davis.vis_sequences=1"])
@@ -163,7 +164,7 @@ def test_load_backbone_from_checkpoint_export_and_gru(tmp_path):
     torch.manual_seed(2)
     src = build_backbone(BackboneConfig(name="resnet18_s8"))
     ckpt = tmp_path / "ckpt.pt"
-    _write_checkpoint(ckpt, src.state_dict())
+    write_checkpoint(ckpt, src.state_dict())
     net, info = load_backbone(ckpt)
     assert info["backbone"] == "resnet18_s8" and net.stride8  # the checkpoint's own backbone by default
     torch.testing.assert_close(net.layer3[0].conv1.weight, src.layer3[0].conv1.weight)
@@ -176,7 +177,7 @@ def test_load_backbone_from_checkpoint_export_and_gru(tmp_path):
 
     gru = build_backbone(BackboneConfig(name="resnet18_gru"))
     gru_ckpt = tmp_path / "gru.pt"
-    _write_checkpoint(gru_ckpt, gru.state_dict(), "resnet18_gru")
+    write_checkpoint(gru_ckpt, gru.state_dict(), "resnet18_gru")
     net, _ = load_backbone(gru_ckpt, "resnet18")  # the per-frame trunk of a GRU checkpoint
     torch.testing.assert_close(net.layer1[0].conv1.weight, gru.frame_encoder.layer1[0].conv1.weight)
 

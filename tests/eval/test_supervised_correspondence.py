@@ -13,6 +13,7 @@ from ssl_video.data.synthetic import child_seed, render_sequence
 from ssl_video.eval import davis
 from ssl_video.eval.supervised_correspondence import cell_labels, dense_supcon_loss, train_reference
 from ssl_video.models.backbones import build_backbone
+from tests.eval.test_davis import write_checkpoint
 
 
 def test_cell_labels_are_the_majority_of_each_block_smaller_id_on_ties():
@@ -61,11 +62,6 @@ def test_bad_arguments_and_a_backbone_of_the_wrong_stride_are_one_line_errors():
         train_reference(build_backbone(BackboneConfig(name="resnet18")), [seq], 1, show_progress=False)
 
 
-def _write_checkpoint(path, state):
-    config = "backbone:\n  name: resnet18_s8\nmethod:\n  name: walk_superpixel\n"
-    torch.save({"model": {f"backbone.{k}": v for k, v in state.items()}, "config": config, "step": 80}, path)
-
-
 def _jf_of(root, checkpoint, out) -> float:
     assert davis.main(["--davis", str(root), "--checkpoint", str(checkpoint), "--out", str(out),
                        "eval.davis.save_png=false"]) == 0
@@ -83,7 +79,7 @@ def test_trained_encoder_scores_clearly_above_random_init(synthetic_root, tmp_pa
     losses = train_reference(backbone, sequences, steps=80, seed=0, show_progress=False)
     assert np.mean(losses[-10:]) < np.mean(losses[:10])
     ckpt = tmp_path / "reference.pt"
-    _write_checkpoint(ckpt, backbone.state_dict())
+    write_checkpoint(ckpt, backbone.state_dict())
     root = synthetic_root / "davis"
     trained = _jf_of(root, ckpt, tmp_path / "trained")
     random_init = _jf_of(root, "random", tmp_path / "random")
