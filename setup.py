@@ -11,6 +11,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["ssl_video", "ssl_video.*"]),
+    # the YAML configs are package data: an installed ssl-video composes configs without a checkout
+    package_data={"ssl_video": ["configs/*.yaml", "configs/*/*.yaml"]},
     install_requires=[
         "torch>=2.4",
         "torchvision>=0.19",
@@ -34,8 +36,8 @@ setup(
         "console_scripts": [
             "ssl-video-train=ssl_video.train:main",
             "ssl-video-submit=ssl_video.launch_cli:main",
-            "ssl-video-make-shards=ssl_video.data.packing:main",
-            "ssl-video-make-synthetic=ssl_video.data.synthetic:main",
+            "ssl-video-make-shards=ssl_video.packing.shards:main",
+            "ssl-video-make-synthetic=ssl_video.synthetic.generate:main",
         ],
     },
 )

@@ -20,9 +20,7 @@ from pathlib import Path
 
 import submitit
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from a checkout without installing
-
-from ssl_video.config import ConfigError, config_from_yaml, load_config, save_config, to_yaml  # noqa: E402
+from ssl_video.config import ConfigError, config_from_yaml, load_config, save_config, to_yaml
 
 
 class TrainingJob(submitit.helpers.Checkpointable):
@@ -47,7 +45,7 @@ class TrainingJob(submitit.helpers.Checkpointable):
 
 def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(description="Submit ssl-video training to SLURM (submitit).")
-    parser.add_argument("--method", default=None, help="method name (configs/method/<name>.yaml)")
+    parser.add_argument("--method", default=None, help="method name (ssl_video/configs/method/<name>.yaml)")
     parser.add_argument("--nodes", type=int, default=None)
     parser.add_argument("--gpus-per-node", type=int, default=None)
     parser.add_argument("--tasks-per-node", type=int, default=None, help="default: gpus per node, or 1 on CPU")

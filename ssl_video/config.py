@@ -2,7 +2,7 @@
 
 ``load_config(["method=moco", "backbone=resnet18", "optim.lr=0.03"])`` composes, in increasing priority:
 
-1. ``configs/base.yaml`` (its ``defaults:`` names one file per group),
+1. ``ssl_video/configs/base.yaml`` (its ``defaults:`` names one file per group),
 2. the group files chosen (command line beats the method file's ``defaults:`` beats base's),
 3. the method file's ``overrides:`` (dotted keys a method needs, e.g. ``data.num_views: 2``),
 4. dotted ``key=value`` overrides from the command line.
@@ -24,7 +24,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # package data: installed with the wheel
 GROUPS = ("method", "backbone", "data", "eval", "launch")
 
 

@@ -41,7 +41,7 @@ FIXTURE_SUPERPIXELS = {"algos": {"slic": {"n_segments": 32, "compactness": 10.0,
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory) -> Path:
     """``make_all(root, seed=0, small=True)``: ``root/{davis,kinetics,takes}`` (128x128, 25 fps)."""
-    from ssl_video.data.synthetic import make_all
+    from ssl_video.synthetic.generate import make_all
 
     root = tmp_path_factory.mktemp("synthetic")
     make_all(root, seed=0, small=True)
@@ -50,7 +50,7 @@ def synthetic_root(tmp_path_factory) -> Path:
 
 def _pack_fixture(out: Path, **pack) -> Path:
     from ssl_video.config import PackConfig, SuperpixelConfig
-    from ssl_video.data.packing import pack as run_pack
+    from ssl_video.packing.shards import pack as run_pack
 
     run_pack(PackConfig(output=str(out), **FIXTURE_PACK, **pack), SuperpixelConfig(**FIXTURE_SUPERPIXELS),
              progress=False)

@@ -6,13 +6,9 @@ each rank writes what it saw to ``tmp_path`` and the parent compares with an ind
 
 from __future__ import annotations
 
-import os
-import socket
-
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
 from ssl_video.distributed import (
@@ -25,28 +21,7 @@ from ssl_video.distributed import (
     convert_sync_batchnorm,
     gather_with_grad,
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _entry(rank: int, world: int, port: int, fn, args) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        fn(rank, world, *args)
-        dist.barrier()  # no rank tears its connections down while a peer still talks to it
-    finally:
-        dist.destroy_process_group()
-
-
-def spawn_ranks(fn, world: int, *args) -> None:
-    """Run ``fn(rank, world, *args)`` in ``world`` gloo processes; an exception in any of them fails the caller."""
-    mp.spawn(_entry, args=(world, _free_port(), fn, args), nprocs=world, join=True)
+from tests.helpers import spawn_ranks
 
 
 def test_collectives_are_identity_on_one_process():

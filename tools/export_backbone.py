@@ -43,9 +43,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from a checkout without installing
-
-from ssl_video.checkpoint import load_checkpoint, save_atomic  # noqa: E402
+from ssl_video.checkpoint import load_checkpoint, save_atomic
 
 RESNETS = ("resnet18", "resnet18_s8", "resnet18_gru")
 X3D_XS = {"input_clip_length": 4, "input_crop_size": 160, "depth_factor": 2.2, "width_factor": 2.0}  # backbones.x3d_xs

@@ -13,12 +13,10 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from a checkout without installing
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from ssl_video.data.packing import sha256_file  # noqa: E402
-from ssl_video.data.video import decode_bytes  # noqa: E402
+from ssl_video.packing.shards import sha256_file
+from ssl_video.packing.video import decode_bytes
 
 
 def _sample(folder: Path, manifest: dict, index: int) -> dict | None:

@@ -17,7 +17,8 @@ every BN's running mean and variance is replaced by its average over all frames 
 resolution, batches of 5, up to ``stage``) before propagation. It uses no labels but is transductive (the statistics
 come from the target frames). Briefly trained encoders (a few hundred steps on small crops) can have running
 statistics that collapse eval-mode features; a random encoder's are the identity (mean 0, variance 1). Compare
-encoders with the same setting. Measured on the synthetic set (``tools/bench_davis_training.py``): random
+encoders with the same setting. Measured on the synthetic set (``python -m ssl_video.experiments.davis_training``):
+random
 ``resnet18_s8`` layer3 J&F 0.491 without, 0.539 with.
 
 Writes palette PNGs ``<out>/<split>/<seq>/<frame>.png`` (the layout davis2017-evaluation reads), the official tables
@@ -199,7 +200,7 @@ def save_pngs(folder: Path, frame_ids: Sequence[str], pred: np.ndarray, palette:
     from PIL import Image
 
     if palette is None:
-        from ssl_video.data.synthetic import davis_palette
+        from ssl_video.synthetic.generate import davis_palette
 
         palette = davis_palette()
     folder.mkdir(parents=True, exist_ok=True)
@@ -212,7 +213,7 @@ def save_pngs(folder: Path, frame_ids: Sequence[str], pred: np.ndarray, palette:
 def overlay(frames: np.ndarray, masks: np.ndarray, palette: list[int] | None, n: int = 4) -> np.ndarray:
     """``(3, H, n*W)`` uint8 strip: ``n`` evenly spaced frames blended with their id maps."""
     if palette is None:
-        from ssl_video.data.synthetic import davis_palette
+        from ssl_video.synthetic.generate import davis_palette
 
         palette = davis_palette()
     pal = np.asarray(palette[: 256 * 3], np.float32).reshape(-1, 3)

@@ -60,7 +60,7 @@ DROPPED = -1e20
 
 @dataclass
 class WalkConfig(MethodConfig):
-    """``method`` section of walk_patch / walk_superpixel / walk_mixed (see configs/method/walk_*.yaml)."""
+    """``method`` section of walk_patch / walk_superpixel / walk_mixed (see ssl_video/configs/method/walk_*.yaml)."""
 
     name: str = "walk_superpixel"
     embed_dim: int = 128

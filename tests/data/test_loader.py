@@ -194,7 +194,7 @@ def test_hard_positives_are_other_cameras_at_the_same_instants(takes_shards, syn
 
 def test_shards_of_the_real_videos_load_and_decode(shared_videos, tmp_path):
     from ssl_video.config import PackConfig, SuperpixelConfig
-    from ssl_video.data.packing import pack
+    from ssl_video.packing.shards import pack
 
     names = ["demo.mp4", "flipping_a_pancake.mkv", "h265_video.mp4", "rotated_90.mov", "test.avi", "corrupted.mp4"]
     (tmp_path / "list.txt").write_text("".join(f"{n}\n" for n in names))

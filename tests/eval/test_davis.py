@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from ssl_video.config import DavisEvalConfig
 from ssl_video.eval import davis, jf
 from ssl_video.eval.common import load_backbone
+from tests.helpers import write_checkpoint
 
 
 def test_context_indices_pad_with_the_first_frame():
@@ -113,13 +114,6 @@ def test_random_encoder_clearly_below_correspondence_oracle(synthetic_root):
     assert len(rows) >= 3
     assert oracle["J&F-Mean"] > 0.7
     assert oracle["J&F-Mean"] > random_enc["J&F-Mean"] + 0.15
-
-
-def write_checkpoint(path, state, backbone_name="resnet18_s8"):
-    """A training checkpoint holding ``state`` as its backbone (plus a head the evaluations ignore)."""
-    config = f"backbone:\n  name: {backbone_name}\nmethod:\n  name: walk_patch\n"
-    torch.save({"model": {f"backbone.{k}": v for k, v in state.items()} | {"head.weight": torch.zeros(2)},
-                "config": config, "step": 7}, path)
 
 
 def test_cli_writes_official_layout_and_tables(synthetic_root, tmp_path, capsys):

@@ -58,7 +58,7 @@ def test_background_is_15_percent_of_each_segment_edge(takes_shards, synthetic_r
         np.testing.assert_array_equal(labels > 0, inside)  # the segment's edges and the outside are background
         assert set(labels[inside]) == {classes.index(seg["label"])}
     # the rule itself, on a hand-made segment of 40 frames: 6 background frames at each edge (round(0.15 * 40))
-    from ssl_video.data.pack_inputs import frame_labels
+    from ssl_video.packing.inputs import frame_labels
 
     names = frame_labels([{"start": 10, "end": 50, "label": "sway"}], 0, 60, 25.0, 25.0, 0.15)
     assert names[:16] == ["background"] * 16 and names[16:44] == ["sway"] * 28 and names[44:] == ["background"] * 16

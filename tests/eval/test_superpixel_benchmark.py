@@ -6,8 +6,8 @@ import csv
 
 import pytest
 
-from ssl_video.data.synthetic import write_davis
-from ssl_video.eval.superpixels import main
+from ssl_video.eval.superpixel_benchmark import main
+from ssl_video.synthetic.generate import write_davis
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,12 @@ import math
 import random
 
 import torch
-from test_hard_positives import small_config, train_steps, two_view_batch
 
 from ssl_video.methods.byol import cosine_tau
 from ssl_video.methods.contrastive import embedding_std
 from ssl_video.methods.registry import build_method
+from ssl_video.synthetic.batches import two_view_batch
+from tests.helpers import small_config, train_steps
 
 
 def test_cosine_schedule_goes_from_base_to_final():

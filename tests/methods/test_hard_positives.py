@@ -1,9 +1,4 @@
-"""Hard positives (``data.positive=other_camera``) with the two-view methods, on in-memory synthetic takes.
-
-Also home of ``small_config`` and ``train_steps``, which the method tests share with ``two_view_batch``
-(:mod:`ssl_video.eval.view_invariance`: rendered takes -> the batch schema of docs/design.md with the loader's own
-augmentation, no shards).
-"""
+"""Hard positives (``data.positive=other_camera``) with the two-view methods, on in-memory synthetic takes."""
 
 from __future__ import annotations
 
@@ -12,39 +7,17 @@ import random
 import pytest
 import torch
 
-from ssl_video.config import load_config
-from ssl_video.eval.view_invariance import cross_camera_scores, precise_bn, take, two_view_batch
+from ssl_video.eval.view_invariance import cross_camera_scores, precise_bn
 from ssl_video.methods.registry import build_method
-
-__all__ = ["small_config", "take", "train_steps", "two_view_batch"]
-
-
-def small_config(method: str, *extra: str, batch_size: int = 4, num_frames: int = 2):
-    """A CPU-sized config: ResNet-18 per frame, narrow heads."""
-    return load_config([f"method={method}", "backbone=resnet18", "train.device=cpu", f"train.batch_size={batch_size}",
-                        "data.sampling=frames", f"data.num_frames={num_frames}", "method.proj_hidden_dim=128", *extra])
-
-
-def train_steps(method, steps: int, make_batch, lr: float = 0.05) -> list[float]:
-    """Plain SGD steps with the trainer's order (forward, backward, step, on_train_step_end); returns the losses."""
-    opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=lr, momentum=0.9)
-    losses = []
-    method.train()
-    for step in range(steps):
-        out = method(make_batch(step))
-        opt.zero_grad()
-        out["loss"].backward()
-        opt.step()
-        method.on_train_step_end(step + 1)
-        losses.append(float(out["loss"].detach()))
-    return losses
-
+from ssl_video.synthetic.batches import two_view_batch
+from tests.helpers import small_config, train_steps
 
 TRAIN_TAKES, TEST_TAKES = list(range(12)), list(range(100, 106))
 
 
 def view_invariance_after_training(positive: str, steps: int, seed: int = 0) -> dict[str, float]:
-    """tools/bench_hard_positives.py's protocol: MoCo from one initialisation, BN re-estimated on held-out takes."""
+    """python -m ssl_video.experiments.hard_positives's protocol: MoCo from one initialisation, BN re-estimated on
+    held-out takes."""
     torch.manual_seed(seed)
     method = build_method(small_config("moco", "method.queue_size=256", "method.split_bn=2", "method.momentum=0.99",
                                        batch_size=8))
@@ -56,7 +29,8 @@ def view_invariance_after_training(positive: str, steps: int, seed: int = 0) -> 
 
 @pytest.mark.slow
 def test_hard_positives_make_the_same_instant_closer_across_cameras():
-    # tools/bench_hard_positives.py at 100 steps, seed 0 (this test): instant AUC 0.716 hard vs 0.554 plain, top-1
+    # python -m ssl_video.experiments.hard_positives at 100 steps, seed 0 (this test): instant AUC 0.716 hard vs
+    # 0.554 plain, top-1
     # within +-1 frame 0.153 vs 0.062. Over seeds 0-4 hard wins 4 of 5 on AUC (mean 0.673 vs 0.580): a CPU-budget
     # effect, not a guarantee for every seed; the README quotes the longer runs
     threads = torch.get_num_threads()

@@ -7,12 +7,12 @@ import random
 import pytest
 import torch
 import torch.nn.functional as F
-from test_hard_positives import small_config, train_steps, two_view_batch
 from torch import nn
 
 from ssl_video.config import ConfigError
 from ssl_video.methods.registry import build_method
-from tests.test_distributed import spawn_ranks
+from ssl_video.synthetic.batches import two_view_batch
+from tests.helpers import small_config, spawn_ranks, train_steps
 
 
 def _cfg(*extra):

@@ -7,11 +7,11 @@ import random
 import pytest
 import torch
 import torch.nn.functional as F
-from test_hard_positives import small_config, train_steps, two_view_batch
 
 from ssl_video.methods.registry import build_method
 from ssl_video.methods.simclr import nt_xent
-from tests.test_distributed import spawn_ranks
+from ssl_video.synthetic.batches import two_view_batch
+from tests.helpers import small_config, spawn_ranks, train_steps
 
 
 def test_nt_xent_matches_a_per_anchor_loop():

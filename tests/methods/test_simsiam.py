@@ -6,9 +6,10 @@ import random
 
 import torch
 import torch.nn.functional as F
-from test_hard_positives import small_config, train_steps, two_view_batch
 
 from ssl_video.methods.registry import build_method
+from ssl_video.synthetic.batches import two_view_batch
+from tests.helpers import small_config, train_steps
 
 
 def _method():

@@ -165,8 +165,8 @@ def test_short_cpu_run_lowers_the_loss_on_moving_shapes():
     import numpy as np
 
     from ssl_video.data.constants import IMAGENET_MEAN, IMAGENET_STD
-    from ssl_video.data.superpixels import segment
-    from ssl_video.data.synthetic import render_sequence
+    from ssl_video.superpixels.segment import segment
+    from ssl_video.synthetic.generate import render_sequence
 
     torch.manual_seed(0)
     clips, sps = [], []

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Hard positive mining vs plain two-view training: view invariance after the same number of steps.
 
-    python tools/bench_hard_positives.py [--method moco] [--steps 150] [--seeds 0 1 2] [--augment walk]
+    python -m ssl_video.experiments.hard_positives [--method moco] [--steps 150] [--seeds 0 1 2] [--augment walk]
 
 For each seed, trains the method twice from the same initialisation on in-memory synthetic takes (ResNet-18 per frame,
 ``frames`` sampling, 2 frames per clip): once with ``data.positive=same_clip`` (two augmentations of the same frames)
@@ -23,8 +23,9 @@ import torch
 from tqdm import tqdm
 
 from ssl_video.config import load_config
-from ssl_video.eval.view_invariance import cross_camera_scores, precise_bn, two_view_batch
+from ssl_video.eval.view_invariance import cross_camera_scores, precise_bn
 from ssl_video.methods.registry import build_method
+from ssl_video.synthetic.batches import two_view_batch
 
 TRAIN_TAKES, TEST_TAKES = list(range(12)), list(range(100, 106))
 METRICS = ("top1", "top1_near", "instant_auc")

@@ -7,8 +7,8 @@ import pytest
 import torch
 from scipy import ndimage
 
-from ssl_video.data.superpixel_connectivity import _components_cpu, _components_torch, _merge_small
-from ssl_video.data.superpixels import (
+from ssl_video.superpixels.connectivity import _components_cpu, _components_torch, _merge_small
+from ssl_video.superpixels.segment import (
     _block_mean,
     grid,
     rgb_to_lab,
@@ -168,8 +168,8 @@ def test_cuda_matches_cpu():
 
 
 def test_vectorised_connectivity_path_gives_the_same_labels(monkeypatch):
-    import ssl_video.data.superpixel_connectivity as conn
-    import ssl_video.data.superpixels as sp
+    import ssl_video.superpixels.connectivity as conn
+    import ssl_video.superpixels.segment as sp
 
     img, _ = _regions(64, 80)
     frames = torch.from_numpy(np.stack([img, img[::-1].copy()]))

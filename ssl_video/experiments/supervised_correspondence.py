@@ -4,7 +4,8 @@ Why it exists: an evaluation that cannot tell a trained encoder from a random on
 colour oracle of the tests checks propagation, not the encoder path (checkpoint -> backbone -> stage -> BN ->
 features); this encoder is a real trained network going through that path. On the synthetic set of
 ``tools/make_synthetic.py`` the self-supervised walks do not leave random init's ±0.05 band in the few hundred steps a
-CPU affords (``tools/bench_davis_training.py``), while this one, trained on other synthetic sequences, does in about
+CPU affords (``python -m ssl_video.experiments.davis_training``), while this one, trained on other synthetic
+sequences, does in about
 100 steps. It reads instance masks, so it is the evaluation's check and an upper reference for the walk curves, not a
 pretraining method.
 

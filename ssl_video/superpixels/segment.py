@@ -9,7 +9,7 @@ How ``slic_fast`` matches skimage's ``slic``: the same Lab conversion (sRGB D65,
 grid of initial centres (``skimage.util.regular_grid``), the same distance ``d_lab^2 / m^2 + d_xy^2 / S^2`` with
 ``S = max grid step``, at most the same iteration count (skimage's first pass is a pure grid partition because its
 centres start with zero colour; here that pass is the initialisation). Differences, all measured by the superpixel
-benchmark and ``tools/bench_superpixels.py`` (boundary recall and ASA at least skimage's on the synthetic DAVIS set):
+benchmark and ``benchmarks/superpixels.py`` (boundary recall and ASA at least skimage's on the synthetic DAVIS set):
 - where superpixels are large (``S >= 16`` pixels: e.g. 256x256 with n_segments <= ~250) the frame is first averaged
   over 2x2 blocks (``downsample=2``), segmented, and each pixel takes its block's label (boundaries snap to even
   pixels: within the 1-pixel tolerance of boundary recall at 256x256); ``downsample=1`` turns this off;
@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ssl_video.data.superpixel_connectivity import _compact_clusters, _connectivity_merge
+from ssl_video.superpixels.connectivity import _compact_clusters, _connectivity_merge
 
 ALGOS = ("slic", "slic_fast", "felzenszwalb", "quickshift")
 _FAST_PARAMS = ("n_segments", "compactness", "max_num_iter", "sigma", "enforce_connectivity", "min_size_factor",

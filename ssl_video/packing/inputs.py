@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ssl_video.data.video import VIDEO_EXTENSIONS
+from ssl_video.packing.video import VIDEO_EXTENSIONS
 
 BACKGROUND = "background"
 SPLIT_NAMES = ("train", "val", "test")

@@ -1,7 +1,7 @@
 """Loader throughput per CPU core, split into decode / superpixel / augmentation time.
 
-    python tools/bench_loader.py --shards shards/synthetic/kinetics/train [--clips 200] [--workers 2] [key=value ...]
-    python tools/bench_loader.py --from-videos ../shared/data/videos      # packs them first (short side 256)
+    python benchmarks/loader.py --shards shards/synthetic/kinetics/train [--clips 200] [--workers 2] [key=value ...]
+    python benchmarks/loader.py --from-videos ../shared/data/videos      # packs them first (short side 256)
 
 Runs the loader's per-sample stages on one thread over samples read from the shards and prints ms/clip and clips/s
 per core for each stage and in total, then the end-to-end rate of ``build_loader`` with ``--workers`` workers.
@@ -37,7 +37,7 @@ from ssl_video.data.loader import build_loader, make_example, plain_config, shar
 
 def _pack_videos(videos: Path, out: Path) -> Path:
     from ssl_video.config import PackConfig, SuperpixelConfig
-    from ssl_video.data.packing import pack
+    from ssl_video.packing.shards import pack
 
     names = sorted(p.name for p in videos.iterdir() if p.suffix in {".mp4", ".mkv", ".avi", ".mov"})
     (out / "list.txt").write_text("".join(f"{n}\n" for n in names))

@@ -1,10 +1,12 @@
 """J&F of a walk encoder on the synthetic DAVIS set while it trains: random init first, then every ``--every`` steps.
 
-    python tools/bench_davis_training.py                                  # CPU: walk_superpixel, 400 steps
-    python tools/bench_davis_training.py --method walk_patch --steps 4000 --every 500 --batch-size 16 --device cuda
-    python tools/bench_davis_training.py --davis data/synthetic/davis --seeds 0,1,2 method.temperature=0.07
-    python tools/bench_davis_training.py --method supervised --steps 100 --every 25   # the label-trained reference
-    python tools/bench_davis_training.py --train-videos ../shared/data/videos/*.* --crop 96 --steps 3000 --every 500
+    python -m ssl_video.experiments.davis_training                   # CPU: walk_superpixel, 400 steps
+    python -m ssl_video.experiments.davis_training --method walk_patch --steps 4000 --every 500 \
+        --batch-size 16 --device cuda
+    python -m ssl_video.experiments.davis_training --davis data/synthetic/davis --seeds 0,1,2 method.temperature=0.07
+    python -m ssl_video.experiments.davis_training --method supervised --steps 100 --every 25  # label-trained reference
+    python -m ssl_video.experiments.davis_training --train-videos ../shared/data/videos/*.* --crop 96 --steps 3000 \
+        --every 500
 
 The question it answers: does the DAVIS evaluation (``ssl_video.eval.davis``, the videowalk protocol) tell a trained
 encoder from a randomly initialised one, and after how much training?
@@ -17,9 +19,9 @@ encoder from a randomly initialised one, and after how much training?
   video, a random ``--crop``² window at the same place in every frame, the clip reversed with probability 1/2.
   Superpixels (for ``walk_superpixel`` / ``walk_mixed``) are SLIC with ``--superpixels`` segments per full frame,
   cropped and relabelled.
-- ``--method supervised``: the label-trained reference encoder (``ssl_video.eval.supervised_correspondence``: dense
-  supervised contrastive loss on pairs of full training frames and their instance masks). It is the evaluation's upper
-  reference: how far J&F moves when an encoder does learn correspondence.
+- ``--method supervised``: the label-trained reference encoder (``ssl_video.experiments.supervised_correspondence``:
+  dense supervised contrastive loss on pairs of full training frames and their instance masks). It is the evaluation's
+  upper reference: how far J&F moves when an encoder does learn correspondence.
 - Optimiser: Adam, ``--lr`` (videowalk's 1e-4 for walks; 1e-3 for supervised), no weight decay. Method settings are
   config overrides (``key=value``); patches default to 32 at stride 16 (the walk_patch advice for 128² frames).
 - Each row gives J&F-Mean under three BatchNorm protocols: ``stored`` (running statistics as trained; the evaluation's
@@ -53,18 +55,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from ssl_video.config import BackboneConfig, ConfigError, DavisEvalConfig, load_config  # noqa: E402
-from ssl_video.data.augment import normalise  # noqa: E402
-from ssl_video.data.synthetic import child_seed, make_all, render_sequence  # noqa: E402
-from ssl_video.eval import davis  # noqa: E402
-from ssl_video.eval.common import resolve_device  # noqa: E402
-from ssl_video.methods import build_method  # noqa: E402
-from ssl_video.models.backbones import build_backbone  # noqa: E402
+from ssl_video.config import BackboneConfig, ConfigError, DavisEvalConfig, load_config
+from ssl_video.data.augment import normalise
+from ssl_video.eval import davis
+from ssl_video.eval.common import resolve_device
+from ssl_video.methods import build_method
+from ssl_video.models.backbones import build_backbone
+from ssl_video.synthetic.generate import child_seed, make_all, render_sequence
 
 MODES = ("stored", "target", "train")
-SUPERVISED = "supervised"  # ssl_video.eval.supervised_correspondence: reads masks; the upper reference
+SUPERVISED = "supervised"  # ssl_video.experiments.supervised_correspondence: reads masks; the upper reference
 
 
 def training_videos(n: int, num_frames: int, size: int, seed: int, superpixels: int) -> tuple[list, list | None, list]:
@@ -80,7 +80,7 @@ def slic_maps(videos: list[np.ndarray], superpixels: int) -> list[np.ndarray] | 
     """SLIC maps with ``superpixels`` segments per frame of every video; None when 0 (the method needs none)."""
     if not superpixels:
         return None
-    from ssl_video.data.superpixels import segment
+    from ssl_video.superpixels.segment import segment
 
     return [segment(v, "slic", n_segments=superpixels, compactness=10.0, start_label=0) for v in videos]
 
@@ -92,7 +92,7 @@ def real_videos(paths: list[str], fps: float, short_side: int, superpixels: int,
     A file that does not decode, or has fewer than ``min_frames`` frames, is listed on stderr and skipped; none left is
     an error.
     """
-    from ssl_video.data.video import VideoError, read_video
+    from ssl_video.packing.video import VideoError, read_video
 
     videos = []
     for path in paths:
@@ -115,7 +115,7 @@ def real_videos(paths: list[str], fps: float, short_side: int, superpixels: int,
 def sample_batch(rng: np.random.Generator, videos: list, sps: list | None, batch: int, clip_len: int,
                  crop: int, device) -> dict[str, torch.Tensor]:
     """``clips`` (B, 1, T, 3, crop, crop) normalised, plus ``superpixels`` (B, T, crop, crop) when ``sps``."""
-    from ssl_video.data.superpixels import relabel_contiguous
+    from ssl_video.superpixels.segment import relabel_contiguous
 
     clips, labels = [], []
     for _ in range(batch):
@@ -193,8 +193,8 @@ def train_seed(args: argparse.Namespace, seed: int, root: Path, data: tuple, cfg
 
 def train_supervised_seed(args: argparse.Namespace, seed: int, root: Path, data: tuple, cfg_eval,
                           modes: tuple[str, ...], device) -> list[dict]:
-    """The label-trained reference (:mod:`ssl_video.eval.supervised_correspondence`) on full training frames."""
-    from ssl_video.eval.supervised_correspondence import train_reference
+    """The label-trained reference (:mod:`ssl_video.experiments.supervised_correspondence`) on full training frames."""
+    from ssl_video.experiments.supervised_correspondence import train_reference
 
     videos, _, masks = data
     torch.manual_seed(seed)

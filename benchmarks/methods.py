@@ -1,7 +1,7 @@
 """Step time and peak memory of each two-view method x backbone at a stated batch size.
 
-    python tools/bench_methods.py                                   # CPU, 4 clips x 2 views x 4 frames at 64 px
-    python tools/bench_methods.py --device cuda --batch-size 32 --size 160     # bf16 autocast on CUDA
+    python benchmarks/methods.py                                   # CPU, 4 clips x 2 views x 4 frames at 64 px
+    python benchmarks/methods.py --device cuda --batch-size 32 --size 160     # bf16 autocast on CUDA
 
 One training step = forward, backward, SGD step, ``on_train_step_end``, as the trainer does it. Each configuration
 runs in its own process so its peak memory is its own: CPU peak = the process's max RSS (torch import included, the

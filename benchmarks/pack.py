@@ -1,4 +1,4 @@
-"""Packing throughput on one core: ``python tools/bench_pack.py [--video PATH] [--repeats 3] [key=value ...]``.
+"""Packing throughput on one core: ``python benchmarks/pack.py [--video PATH] [--repeats 3] [key=value ...]``.
 
 Packs a 10 s, 25 fps clip (default: ../shared/data/videos/demo.mp4, 340x256 at 28 fps, 10 s; or a synthetic clip)
 the way make_shards does, in this one process, and prints:
@@ -17,18 +17,15 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from a checkout without installing
-
-
-from ssl_video.data.pack_inputs import Item  # noqa: E402
-from ssl_video.data.packing import _plain, make_sample, sp_plan  # noqa: E402
-from ssl_video.data.video import encode_h264, read_video  # noqa: E402
+from ssl_video.packing.inputs import Item
+from ssl_video.packing.shards import _plain, make_sample, sp_plan
+from ssl_video.packing.video import encode_h264, read_video
 
 DEFAULT_VIDEO = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "videos" / "demo.mp4"
 
 
 def _synthetic_clip(path: Path, seconds: float = 10.0, fps: float = 25.0, size: tuple[int, int] = (340, 256)) -> None:
-    from ssl_video.data.synthetic_render import render_take
+    from ssl_video.synthetic.render import render_take
 
     n = int(seconds * fps)
     take = render_take(0, num_cameras=1, num_frames=n, size=(size[1], size[0]), action=0, num_classes=1,
@@ -77,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     results["transcode + superpixels"] = _timed(lambda: make_sample(item, pc, plan, []), args.repeats)
     for name, (wall, cpu) in results.items():
         print(f"{name:24s}: {1 / wall:6.2f} clips/s per core (wall), {1 / cpu:6.2f} clips/s per CPU-second")
-    from ssl_video.data.superpixels import segment
+    from ssl_video.superpixels.segment import segment
 
     batch = frames[:: max(1, len(frames) // 16)][:16]
     for algo, (stride, params) in plan.items():

@@ -7,7 +7,7 @@
 
 Every output folder is built in a temporary sibling and renamed into place, and carries ``.synthetic.json``; an
 existing folder is replaced only if it holds that marker (never a folder this module did not write).
-The renderers (:func:`render_sequence`, :func:`render_take`) live in :mod:`ssl_video.data.synthetic_render`.
+The renderers (:func:`render_sequence`, :func:`render_take`) live in :mod:`ssl_video.synthetic.render`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ssl_video.data.synthetic_render import (
+from ssl_video.synthetic.render import (
     ACTIONS,
     child_seed,
     make_sequence_scene,

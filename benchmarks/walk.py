@@ -1,7 +1,7 @@
 """Benchmark one training step of walk_patch vs walk_superpixel at the same clip size.
 
-    python tools/bench_walk.py                          # CPU: 2 clips of 4 frames at 128², 3 timed steps
-    python tools/bench_walk.py --size 256 --batch 8 --budget-gb 70    # on a GPU: bf16 autocast, FLOP/s utilisation
+    python benchmarks/walk.py                          # CPU: 2 clips of 4 frames at 128², 3 timed steps
+    python benchmarks/walk.py --size 256 --batch 8 --budget-gb 70    # on a GPU: bf16 autocast, FLOP/s utilisation
 
 Prints per method: FLOPs of one step (``torch.utils.flop_counter``: convolutions and matmuls), step time (forward +
 backward + SGD step, median of ``--steps``), clips/s, peak memory, the largest batch that fits ``--budget-gb``, and on
@@ -33,11 +33,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from ssl_video.config import ConfigError, load_config  # noqa: E402
-from ssl_video.data.constants import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
-from ssl_video.methods import build_method  # noqa: E402
+from ssl_video.config import ConfigError, load_config
+from ssl_video.data.constants import IMAGENET_MEAN, IMAGENET_STD
+from ssl_video.methods import build_method
 
 # dense bf16 tensor-core peaks (TFLOP/s) by device-name fragment; --peak-tflops overrides
 PEAKS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
@@ -45,8 +43,8 @@ PEAKS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.
 
 def make_batch(batch: int, frames: int, size: int, superpixels: int, device: str) -> dict[str, torch.Tensor]:
     """A batch in the loader's schema: rendered moving shapes, normalised, with SLIC maps."""
-    from ssl_video.data.superpixels import segment
-    from ssl_video.data.synthetic import render_sequence
+    from ssl_video.superpixels.segment import segment
+    from ssl_video.synthetic.generate import render_sequence
 
     clips, sps = [], []
     for seed in range(min(batch, 4)):  # a few distinct clips, repeated: rendering is not what is measured

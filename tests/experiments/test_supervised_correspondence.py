@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 
 from ssl_video.config import BackboneConfig
-from ssl_video.data.synthetic import child_seed, render_sequence
 from ssl_video.eval import davis
-from ssl_video.eval.supervised_correspondence import cell_labels, dense_supcon_loss, train_reference
+from ssl_video.experiments.supervised_correspondence import cell_labels, dense_supcon_loss, train_reference
 from ssl_video.models.backbones import build_backbone
-from tests.eval.test_davis import write_checkpoint
+from ssl_video.synthetic.generate import child_seed, render_sequence
+from tests.helpers import write_checkpoint
 
 
 def test_cell_labels_are_the_majority_of_each_block_smaller_id_on_ties():

@@ -1,4 +1,4 @@
-"""Connectivity enforcement for :func:`ssl_video.data.superpixels.slic_fast`: connected components of the cluster
+"""Connectivity enforcement for :func:`ssl_video.superpixels.segment.slic_fast`: connected components of the cluster
 maps, components under a minimum size merged into the larger neighbour closest in cluster colour, labels made
 contiguous per frame. CPU components come from skimage (C); the torch path (CUDA) is the same result, vectorised.
 """

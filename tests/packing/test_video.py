@@ -1,4 +1,4 @@
-"""ssl_video.data.video: decoding (rotation, rate, size), frame-count prediction, deterministic H.264 encoding."""
+"""ssl_video.packing.video: decoding (rotation, rate, size), frame-count prediction, deterministic H.264 encoding."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ssl_video.data import video as V
+from ssl_video.packing import video as V
 
 
 def _raw_frames(path) -> tuple[list[np.ndarray], float]:

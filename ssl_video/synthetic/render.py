@@ -1,4 +1,4 @@
-"""Synthetic scenes in memory, deterministic by seed (the public entry point is :mod:`ssl_video.data.synthetic`).
+"""Synthetic scenes in memory, deterministic by seed (the public entry point is :mod:`ssl_video.synthetic.generate`).
 
 :func:`render_sequence`: moving textured shapes that occlude each other, with instance masks.
 :func:`render_take`: one scene seen by several synchronised cameras, one actor performing one action.

@@ -14,9 +14,9 @@ import pytest
 import webdataset as wds
 
 from ssl_video.config import PackConfig, SuperpixelConfig
-from ssl_video.data import packing
-from ssl_video.data.pack_inputs import Item, PackError, frame_labels, stratified_split
-from ssl_video.data.video import decode_bytes
+from ssl_video.packing import shards as packing
+from ssl_video.packing.inputs import Item, PackError, frame_labels, stratified_split
+from ssl_video.packing.video import decode_bytes
 
 SP = {"algos": {"slic": {"n_segments": 16, "start_label": 0}}, "frame_stride": 8}
 
@@ -43,7 +43,7 @@ def _raw(path: Path) -> np.ndarray:
 def _check_superpixels(frames: np.ndarray, npz: bytes, meta: dict, source: np.ndarray | None = None) -> None:
     """Maps have the decoded frames' HxW and contiguous labels; with ``source`` (the input frames the packed frames
     were made from, aligned), they equal superpixels recomputed on the listed frames: right frames, right place."""
-    from ssl_video.data.superpixels import segment
+    from ssl_video.superpixels.segment import segment
 
     labels = np.load(io.BytesIO(npz))["labels"]
     sp = meta["superpixels"]["slic"]
@@ -299,7 +299,7 @@ def test_cli_killed_with_sigkill_resumes_to_identical_shards(synthetic_root, tmp
 
 def test_superpixel_plan_null_drops_an_algorithm_and_strides_override():
     from ssl_video.config import load_config
-    from ssl_video.data.packing import PackError, sp_plan
+    from ssl_video.packing.shards import PackError, sp_plan
 
     cfg = load_config(["superpixels.algos.slic=null", "superpixels.algos.slic_fast.n_segments=32",
                        "superpixels.algos.slic_fast.frame_stride=2"])

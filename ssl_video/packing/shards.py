@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ssl_video.data.pack_inputs import Item, PackError, discover, frame_labels
-from ssl_video.data.video import H264Writer, VideoError, count_frames, iter_frames
+from ssl_video.packing.inputs import Item, PackError, discover, frame_labels
+from ssl_video.packing.video import H264Writer, VideoError, count_frames, iter_frames
 
 TOOL_VERSION = "1.0"
 _UNHASHED = ("output", "workers", "strict")  # settings that do not change shard bytes
@@ -77,7 +77,7 @@ def npz_bytes(labels: np.ndarray) -> bytes:
 
 def _encode_view(frames: Iterable[np.ndarray], pc: dict, sp: dict[str, tuple[int, dict]]):
     """Encode one view; returns (mp4 bytes, frame count, (w, h), {algo: (labels, frame_index)})."""
-    from ssl_video.data.superpixels import segment
+    from ssl_video.superpixels.segment import segment
 
     writer, picked = None, {algo: [] for algo in sp}
     for i, rgb in enumerate(frames):

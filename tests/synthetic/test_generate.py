@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ssl_video.data import synthetic as syn
-from ssl_video.data.synthetic_render import action_offsets
+from ssl_video.synthetic import generate as syn
+from ssl_video.synthetic.render import action_offsets
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,14 +1,14 @@
 """Superpixel speed: frames/s per core at 256x256 for slic_fast vs skimage's slic, felzenszwalb, quickshift.
 
-    python tools/bench_superpixels.py [--size 256] [--frames 16] [--batch 8] [--n-segments 64] [--gpu-batch 256]
+    python benchmarks/superpixels.py [--size 256] [--frames 16] [--batch 8] [--n-segments 64] [--gpu-batch 256]
                                       [--quality-sequences 3]
 
-Frames are synthetic (ssl_video.data.synthetic.render_sequence). CPU figures run with torch.set_num_threads(1)
+Frames are synthetic (ssl_video.synthetic.generate.render_sequence). CPU figures run with torch.set_num_threads(1)
 (skimage is single-threaded) and count this process's CPU time, so they are per core and little affected by other
 load on the machine; the GPU figure (when CUDA is available) is wall-clock for the whole device.
 Prints one line per algorithm and slic_fast's speed-up over skimage's slic. Timings on a shared machine are noisy.
 Then the quality of slic_fast and skimage's slic (boundary recall, ASA, undersegmentation error, segments) on a
-synthetic DAVIS set at the same size (ssl_video.data.synthetic.write_davis, JPEG frames; 0 sequences: skipped).
+synthetic DAVIS set at the same size (ssl_video.synthetic.generate.write_davis, JPEG frames; 0 sequences: skipped).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import time
 import numpy as np
 import torch
 
-from ssl_video.data.superpixels import segment, slic_fast
-from ssl_video.data.synthetic import render_sequence
+from ssl_video.superpixels.segment import segment, slic_fast
+from ssl_video.synthetic.generate import render_sequence
 
 SKIMAGE = {
     "slic": {"compactness": 10.0, "start_label": 0},
@@ -89,9 +89,9 @@ def main() -> None:
 
 def quality(size: int, n_segments: int, sequences: int, batch: int) -> dict[str, dict[str, float]]:
     """Mean per-frame BR / ASA / UE / segments of slic_fast and skimage's slic on a synthetic DAVIS set; printed."""
-    from ssl_video.data.synthetic import write_davis
+    from ssl_video.eval.superpixel_benchmark import read_davis
     from ssl_video.eval.superpixel_metrics import frame_metrics
-    from ssl_video.eval.superpixels import read_davis
+    from ssl_video.synthetic.generate import write_davis
 
     params = {"slic_fast": {"n_segments": n_segments, "compactness": 10.0},
               "slic": {"n_segments": n_segments, "compactness": 10.0, "start_label": 0}}

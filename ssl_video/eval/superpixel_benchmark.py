@@ -1,6 +1,8 @@
-"""The superpixel benchmark: ``python -m ssl_video.eval.superpixels --davis <root> [--algos ...] [key=value ...]``.
+"""The superpixel benchmark: ``python -m ssl_video.eval.superpixel_benchmark --davis <root> [--algos ...] [key=value
+...]``.
 
-For each run of ``eval.params.runs`` (configs/eval/superpixels.yaml), over the sequences of a DAVIS-layout set:
+For each run of ``eval.params.runs`` (ssl_video/configs/eval/superpixels.yaml), over the sequences of a DAVIS-layout
+set:
 J and F (mean and recall) of the segmentation that gives each superpixel the ground-truth label it overlaps most,
 boundary recall, undersegmentation error, achievable segmentation accuracy, segments per frame, frames/s (``fps``:
 wall clock; ``fps_cpu``: per second of this process's CPU time, i.e. per core with ``threads: 1``).
@@ -79,7 +81,7 @@ def _f_measure(gt: np.ndarray, pred: np.ndarray, bound_th: float = 0.0025) -> fl
 def evaluate_run(sequences: Sequence[tuple[str, np.ndarray, np.ndarray]], algo: str, params: dict,
                  bound_th: float = 0.0025, progress=None, f_bound_th: float = 0.008) -> dict[str, float]:
     """Metrics of one algorithm and parameter set over ``sequences`` (see the module docstring)."""
-    from ssl_video.data.superpixels import segment
+    from ssl_video.superpixels.segment import segment
 
     jaccard, f_measure = _jf_functions()
     seconds, cpu, frames_n, per_frame, j_obj, f_obj = 0.0, 0.0, 0, [], [], []
@@ -117,7 +119,8 @@ def format_table(rows: list[dict]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], prog="python -m ssl_video.eval.superpixels")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     prog="python -m ssl_video.eval.superpixel_benchmark")
     parser.add_argument("--davis", required=True, help="DAVIS-2017 layout root (e.g. data/synthetic/davis)")
     parser.add_argument("--algos", nargs="+", help="names of eval.params.runs to run (default: all)")
     parser.add_argument("--out", help="CSV path (default <eval.out_dir>/superpixels.csv)")

@@ -1,0 +1,63 @@
+"""What several test modules share (tests never import each other): small configs, a plain training loop,
+multi-process gloo runs, a fake training checkpoint."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from ssl_video.config import load_config
+
+
+def small_config(method: str, *extra: str, batch_size: int = 4, num_frames: int = 2):
+    """A CPU-sized config: ResNet-18 per frame, narrow heads."""
+    return load_config([f"method={method}", "backbone=resnet18", "train.device=cpu", f"train.batch_size={batch_size}",
+                        "data.sampling=frames", f"data.num_frames={num_frames}", "method.proj_hidden_dim=128", *extra])
+
+
+def train_steps(method, steps: int, make_batch, lr: float = 0.05) -> list[float]:
+    """Plain SGD steps with the trainer's order (forward, backward, step, on_train_step_end); returns the losses."""
+    opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=lr, momentum=0.9)
+    losses = []
+    method.train()
+    for step in range(steps):
+        out = method(make_batch(step))
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        method.on_train_step_end(step + 1)
+        losses.append(float(out["loss"].detach()))
+    return losses
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _entry(rank: int, world: int, port: int, fn, args) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        fn(rank, world, *args)
+        dist.barrier()  # no rank tears its connections down while a peer still talks to it
+    finally:
+        dist.destroy_process_group()
+
+
+def spawn_ranks(fn, world: int, *args) -> None:
+    """Run ``fn(rank, world, *args)`` in ``world`` gloo processes; an exception in any of them fails the caller."""
+    mp.spawn(_entry, args=(world, _free_port(), fn, args), nprocs=world, join=True)
+
+
+def write_checkpoint(path, state, backbone_name="resnet18_s8"):
+    """A training checkpoint holding ``state`` as its backbone (plus a head the evaluations ignore)."""
+    config = f"backbone:\n  name: {backbone_name}\nmethod:\n  name: walk_patch\n"
+    torch.save({"model": {f"backbone.{k}": v for k, v in state.items()} | {"head.weight": torch.zeros(2)},
+                "config": config, "step": 7}, path)
