@@ -34,8 +34,9 @@ import torch
 from tqdm import tqdm
 
 from ssl_video.config import ConfigError, load_config
-from ssl_video.data.constants import IMAGENET_MEAN, IMAGENET_STD
+from ssl_video.device import resolve_device
 from ssl_video.methods import build_method
+from ssl_video.normalise import normalise
 
 # dense bf16 tensor-core peaks (TFLOP/s) by device-name fragment; --peak-tflops overrides
 PEAKS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
@@ -51,8 +52,7 @@ def make_batch(batch: int, frames: int, size: int, superpixels: int, device: str
         rgb, _ = render_sequence(seed, num_frames=frames, size=(size, size), num_objects=3)
         sps.append(torch.from_numpy(segment(rgb, "slic", n_segments=superpixels, compactness=10.0,
                                             start_label=0).astype(np.int64)))
-        x = torch.from_numpy(rgb).float().div(255).permute(0, 3, 1, 2)
-        clips.append((x - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None])
+        clips.append(normalise(torch.from_numpy(rgb).permute(0, 3, 1, 2)))
     idx = [i % len(clips) for i in range(batch)]
     sp = torch.stack([sps[i] for i in idx])
     return {
@@ -188,9 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker-batch", type=int, default=0, help=argparse.SUPPRESS)
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    if device == "cuda" and not torch.cuda.is_available():
-        print("error: --device cuda but CUDA is not available", file=sys.stderr)
+    try:
+        device = resolve_device(args.device).type
+    except ConfigError as exc:
+        print(f"error: --device: {exc}", file=sys.stderr)
         return 2
     try:
         if args.worker:

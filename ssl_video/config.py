@@ -1,4 +1,4 @@
-"""Configuration: compose YAML groups, apply ``key=value`` overrides, validate against dataclasses.
+"""Configuration: compose YAML groups, apply ``key=value`` overrides, validate against the parts' dataclasses.
 
 ``load_config(["method=moco", "backbone=resnet18", "optim.lr=0.03"])`` composes, in increasing priority:
 
@@ -7,9 +7,14 @@
 3. the method file's ``overrides:`` (dotted keys a method needs, e.g. ``data.num_views: 2``),
 4. dotted ``key=value`` overrides from the command line.
 
-The result is validated against :class:`Config`; the ``method`` node against the dataclass the method
-registered (``ssl_video.methods.registry``). An unknown key or a wrong type raises :class:`ConfigError` with
-one line naming the key (and the closest valid key / the expected type).
+The result is validated against :class:`Config`, which assembles the sections each part owns beside its code:
+``method`` (the dataclass of the chosen method, found through a schema lookup: by default
+``ssl_video.methods.registry.config_class``), ``backbone`` (``ssl_video/models/backbones.py``), ``data``
+(``ssl_video/data/schema.py``), ``superpixels`` and ``pack`` (``ssl_video/packing/schema.py``), ``optim``
+(``ssl_video/optim.py``), ``eval`` (``ssl_video/eval/schema.py``); ``train`` and ``launch`` are defined here. An
+unknown key, a wrong type or a value outside a field's choices raises :class:`ConfigError` with one line naming the
+key (and the closest valid key / the expected type / the choices). No part imports this module: the dependency runs
+one way, config -> parts.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,109 +30,42 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from ssl_video.data.schema import DataConfig
+from ssl_video.device import DEVICES
+from ssl_video.errors import ConfigError
+from ssl_video.eval.schema import (
+    DavisEvalConfig,
+    EvalConfig,
+    OnlineActionEvalConfig,
+    RetrievalEvalConfig,
+    SuperpixelBenchmarkConfig,
+)
+from ssl_video.methods.base import MethodConfig
+from ssl_video.models.backbones import BackboneConfig
+from ssl_video.optim import OptimConfig
+from ssl_video.packing.schema import PackConfig, SuperpixelConfig
+from ssl_video.schema import check_choices, choice
+
+__all__ = [  # the parts' schemas are re-exported: ``from ssl_video.config import DataConfig`` keeps working
+    "BackboneConfig", "Config", "ConfigError", "DataConfig", "DavisEvalConfig", "EvalConfig", "LaunchConfig",
+    "MethodConfig", "OnlineActionEvalConfig", "OptimConfig", "PackConfig", "RetrievalEvalConfig",
+    "SuperpixelBenchmarkConfig", "SuperpixelConfig", "TrainConfig", "config_from_yaml", "load_config",
+    "save_config", "to_yaml", "validate",
+]
+
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # package data: installed with the wheel
 GROUPS = ("method", "backbone", "data", "eval", "launch")
 
 
-class ConfigError(ValueError):
-    """A configuration problem, described in one line."""
-
-
 # ----------------------------------------------------------------------------------------------------------
-# Schema. Each section is owned by one part of the library; ``method`` is validated per method (registry).
+# Schema: the sections the parts own are imported above; the trainer's and the launcher's are here.
 # ----------------------------------------------------------------------------------------------------------
-@dataclass
-class MethodConfig:
-    """Fields every method has; methods subclass this (see ``ssl_video.methods``)."""
-
-    name: str = "walk_superpixel"
-
-
-@dataclass
-class BackboneConfig:
-    name: str = "resnet18"  # resnet18 | resnet18_s8 | resnet18_gru | x3d_xs
-    gru_hidden: int = 512  # resnet18_gru: clip feature size (its out_dim)
-    gru_layers: int = 1
-    zero_init_residual: bool = False
-    x3d_head_dim: int = 2048  # x3d_xs: width of the projected-pooling feature (its out_dim)
-
-
-@dataclass
-class DataConfig:
-    name: str = "synthetic"
-    root: str = "shards/synthetic/kinetics/train"  # a shard set: a folder with manifest.json and its shards
-    sampling: str = "clip"  # clip: T frames at a stride | frames: N independent frames of a video
-    clip_len: int = 4
-    frame_stride: int = 4
-    num_frames: int = 8  # frames mode
-    num_views: int = 1
-    positive: str = "same_clip"  # same_clip | other_camera (hard positives)
-    crop_size: int = 256
-    augment: str = "walk"  # walk | judo | none
-    gpu_augment: bool = False  # photometric part on the device, whole batches (augment.augment_batch_on_device)
-    superpixels: str | None = "slic"  # algorithm whose maps travel with the frames; null: none
-    max_superpixels: int = 64
-    epoch_length: int = 100  # batches per rank per epoch: equal on every rank by construction
-    shuffle_buffer: int = 64
-    num_workers: int = 2
-    # auto | cpu | gpu | pyav; gpu: decord.gpu(LOCAL_RANK) where built with CUDA (else CPU + one warning);
-    # pyav: per-GOP CPU decoding that skips unneeded non-reference frames; auto: gpu where it works, else pyav
-    decoder: str = "auto"
-    skip_limit: int = 100  # bad samples in a row before the loader stops with an error (a config problem, not data)
-
-
-@dataclass
-class SuperpixelConfig:
-    """Superpixel algorithms computed at pack time: ``{algo: {param: value}}`` (skimage names)."""
-
-    algos: dict[str, Any] = field(
-        default_factory=lambda: {"slic": {"n_segments": 64, "compactness": 10.0, "start_label": 0}}
-    )
-    frame_stride: int = 1
-
-
-@dataclass
-class PackConfig:
-    """``tools/make_shards.py``: transcoding, sharding, splits."""
-
-    input: str = ""
-    kind: str = "kinetics"  # kinetics | takes | filelist
-    annotations: str = ""  # Kinetics CSV or a file list
-    output: str = "shards/out"
-    short_side: int = 256
-    fps: float = 25.0
-    gop: int = 8  # keyframe every gop frames: a random clip decodes at most gop-1 extra frames
-    crf: int = 23
-    preset: str = "veryfast"  # x264 speed/size trade-off
-    max_frames: int = 300  # per video / take after alignment; 0: no limit
-    shard_size: int = 64
-    workers: int = 1
-    background_ratio: float = 0.15
-    split_ratios: list[float] = field(default_factory=lambda: [0.7, 0.2, 0.1])
-    seed: int = 0
-    strict: bool = False
-
-
-@dataclass
-class OptimConfig:
-    name: str = "sgd"  # sgd | adam | adamw | lars
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    warmup_steps: int = 0
-    schedule: str = "cosine"  # cosine | constant | step
-    step_milestones: list[int] = field(default_factory=list)
-    grad_clip: float | None = None
-    lars_eta: float = 0.001  # LARS trust coefficient (SimCLR/BYOL); biases and norm parameters are not adapted
-
-
 @dataclass
 class TrainConfig:
     steps: int = 1000
     batch_size: int = 8  # per rank
     seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda
+    device: str = choice("auto", DEVICES)  # auto | cpu | cuda
     amp: bool = True  # bf16 autocast, on CUDA only
     channels_last: bool = False
     compile: bool = False  # torch.compile the module each step calls (DDP-wrapped when distributed)
@@ -151,74 +90,6 @@ class LaunchConfig:
     max_num_timeout: int = 3
     slurm_additional_parameters: dict[str, Any] = field(default_factory=dict)
     folder: str = "runs/submitit"
-
-
-@dataclass
-class DavisEvalConfig:
-    """``python -m ssl_video.eval.davis``: videowalk's label propagation (defaults = the paper's protocol)."""
-
-    split: str = "val"  # <root>/ImageSets/2017/<split>.txt
-    resolution: str = "480p"  # frames at full resolution
-    stage: str = "layer3"  # ResNet stage whose stride-8 map is the feature
-    context: int = 20  # previous frames in the context (plus the first frame with its ground truth)
-    radius: float = 12.0  # feature cells; recent context frames only (the first frame is unrestricted)
-    topk: int = 10
-    temperature: float = 0.05
-    bound_th: float = 0.008  # F's boundary tolerance (fraction of the diagonal)
-    max_sequences: int = 0  # 0: all
-    query_chunk: int = 1024  # target locations per affinity block (memory)
-    save_png: bool = True
-    vis_sequences: int = 4  # sequences whose overlays go to TensorBoard
-    recompute_bn: bool = False  # re-estimate BN statistics on the evaluated frames (transductive, no labels)
-
-
-@dataclass
-class OnlineActionEvalConfig:
-    """``python -m ssl_video.eval.online_action``: chunk classification on take shards (the judo study's probe)."""
-
-    model: str = "gru"  # gru: frozen per-frame ResNet-18 + GRU + linear | x3d: frozen X3D-XS + linear
-    train_split: str = "train"  # shard sets <shards>/<split>/
-    split: str = "test"  # the split reported
-    chunk_len: int = 8  # 8 or 4 frames; test windows overlap by 3 (8) or 2 (4) frames
-    overlap: int | None = None  # null: the study's (3 for 8-frame chunks, 2 for 4-frame chunks)
-    crop_size: int = 112
-    batch_size: int = 16
-    eval_batch_size: int = 32
-    steps: int | None = None  # null: the model's schedule (gru 560, x3d 600)
-    lr: float | None = None  # null: gru 0.05, x3d 1.2
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    milestones: list[int] | None = None  # gru: lr / 10 at these steps (null: 210, 420)
-    warmup_steps: int | None = None  # x3d: linear warmup then cosine (null: 60)
-    gru_hidden: int = 512
-    finetune: bool = False  # train the backbone too (the fully supervised baseline)
-    seed: int = 0
-    log_every: int = 20
-
-
-@dataclass
-class RetrievalEvalConfig:
-    """``python -m ssl_video.eval.retrieval``: cross-camera nearest-chunk retrieval."""
-
-    split: str = "test"
-    backbone: str | None = None  # null: the checkpoint's; frame backbones: chunk = mean of its frames' features
-    chunk_len: int = 8
-    overlap: int | None = None  # null: as online action (3 for 8-frame chunks, 2 for 4-frame chunks)
-    crop_size: int = 112
-    batch_size: int = 32
-    tolerance: int = 0  # a retrieved chunk within this many windows of the same instant counts as correct
-
-
-@dataclass
-class EvalConfig:
-    name: str = "davis"
-    checkpoint: str = ""  # training checkpoint, exported state_dict, or "random" (untrained baseline)
-    out_dir: str = "runs/eval"
-    device: str = "auto"  # auto | cpu | cuda
-    params: dict[str, Any] = field(default_factory=dict)  # free-form settings (the superpixel benchmark's)
-    davis: DavisEvalConfig = field(default_factory=DavisEvalConfig)
-    online_action: OnlineActionEvalConfig = field(default_factory=OnlineActionEvalConfig)
-    retrieval: RetrievalEvalConfig = field(default_factory=RetrievalEvalConfig)
 
 
 @dataclass
@@ -306,11 +177,11 @@ def _expected_type(schema: Any, key: str) -> str:
     return str(annotation)
 
 
-def method_schema(name: str) -> type[MethodConfig]:
-    """The dataclass registered for method ``name`` (imports the method registry lazily)."""
-    from ssl_video.methods import registry
+def registered_method_schema(name: str) -> type[MethodConfig]:
+    """The default schema lookup: the dataclass of method ``name`` in ``ssl_video.methods.registry.METHODS``."""
+    from ssl_video.methods.registry import config_class
 
-    return registry.config_class(name)
+    return config_class(name)
 
 
 def load_config(overrides: list[str] | None = None, config_dir: str | Path | None = None) -> DictConfig:
@@ -341,9 +212,16 @@ def load_config(overrides: list[str] | None = None, config_dir: str | Path | Non
 
 
 def validate(
-    raw: DictConfig | dict, value_hint: dict[str, str] | None = None, choices: dict | None = None
+    raw: DictConfig | dict,
+    value_hint: dict[str, str] | None = None,
+    choices: dict | None = None,
+    method_schema: Callable[[str], type[MethodConfig]] = registered_method_schema,
 ) -> DictConfig:
-    """Merge ``raw`` into the structured schema; raise :class:`ConfigError` naming the first bad key."""
+    """Merge ``raw`` into the structured schema; raise :class:`ConfigError` naming the first bad key.
+
+    ``method_schema(name)`` gives the dataclass of the ``method`` section for method ``name`` (a ``KeyError`` naming
+    the choices when there is none).
+    """
     raw = raw if isinstance(raw, DictConfig) else OmegaConf.create(raw)
     method_name = OmegaConf.select(raw, "method.name") or MethodConfig.name
     try:
@@ -355,6 +233,7 @@ def validate(
         cfg = OmegaConf.merge(OmegaConf.structured(schema), raw)
     except OmegaConfBaseException as exc:
         raise _explain(exc, schema, value_hint or {}) from None
+    check_choices(cfg, schema)
     if choices:
         cfg_choices = {k: v for k, v in choices.items() if k in GROUPS}
         OmegaConf.set_struct(cfg, False)
@@ -386,13 +265,9 @@ def config_from_yaml(text: str) -> DictConfig:
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m ssl_video.config method=moco optim.lr=0.1``: print the resolved config."""
-    # run as `python -m ssl_video.config`, this file is __main__: use the imported module so the dataclasses are
-    # the same classes the method registry subclassed
-    from ssl_video import config
-
     try:
-        print(config.to_yaml(config.load_config(sys.argv[1:] if argv is None else argv)))
-    except config.ConfigError as exc:
+        print(to_yaml(load_config(sys.argv[1:] if argv is None else argv)))
+    except ConfigError as exc:
         sys.exit(f"error: {exc}")
 
 

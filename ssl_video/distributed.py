@@ -38,7 +38,9 @@ def init_distributed(device: str = "auto", timeout_s: int = 1800) -> DistInfo:
         return DistInfo(0, 1, local_rank, "none")
     if dist.is_initialized():
         return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, dist.get_backend())
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    from ssl_video.device import resolve_device
+
+    use_cuda = resolve_device(device, local_rank).type == "cuda"
     backend = "nccl" if use_cuda else "gloo"
     if use_cuda:
         torch.cuda.set_device(local_rank)
@@ -209,12 +211,19 @@ def convert_sync_batchnorm(module: nn.Module, device: str | torch.device | None 
     return _replace_bn(module, make)
 
 
+def split_for_batch(n: int, num_splits: int) -> int:
+    """Split-BN sub-batches for a batch of ``n``: the largest divisor of ``n`` that is <= ``num_splits`` and leaves
+    at least 2 samples per sub-batch (batch statistics of one sample are degenerate); 1 (plain BN) if none does."""
+    return max([d for d in range(1, min(n // 2, num_splits) + 1) if n % d == 0] or [1])
+
+
 class SplitBatchNorm(nn.modules.batchnorm._BatchNorm):
     """Batch norm with training statistics over ``num_splits`` interleaved sub-batches (samples i, i+s, i+2s, ...).
 
     One process's stand-in for shuffle-BN (MoCo's single-GPU recipe): query and key encoders normalise over
     different sub-batches, so the contrastive task cannot be solved from batch statistics. Running statistics are
-    the mean over splits; evaluation is plain batch norm.
+    the mean over splits; evaluation is plain batch norm. A batch that ``num_splits`` does not divide (e.g. a batch
+    of 6 with the default 8) uses :func:`split_for_batch` sub-batches instead (3), with a warning.
     """
 
     def __init__(self, num_features: int, num_splits: int, **kw) -> None:
@@ -230,8 +239,12 @@ class SplitBatchNorm(nn.modules.batchnorm._BatchNorm):
         if not self.training or s <= 1:
             return super().forward(x)
         n, c = x.shape[:2]
-        if n % s:
-            raise ValueError(f"split-BN: batch of {n} is not divisible by num_splits={s}")
+        s = split_for_batch(n, s)
+        if s != self.num_splits:
+            warnings.warn(f"split-BN: a batch of {n} uses {s} sub-batches (num_splits={self.num_splits} does not "
+                          f"divide it; set method.split_bn to a divisor of the batch to choose)", stacklevel=2)
+        if s <= 1:
+            return super().forward(x)
         rm, rv = self.running_mean.repeat(s), self.running_var.repeat(s)
         w = self.weight.repeat(s) if self.affine else None
         b = self.bias.repeat(s) if self.affine else None

@@ -12,15 +12,33 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
-from ssl_video.config import ConfigError
+from ssl_video.errors import ConfigError
+from ssl_video.schema import choice
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "lars")
 SCHEDULES = ("cosine", "constant", "step")
+
+
+@dataclass
+class OptimConfig:
+    """The ``optim`` section."""
+
+    name: str = choice("sgd", OPTIMIZERS)  # sgd | adam | adamw | lars
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    warmup_steps: int = 0
+    schedule: str = choice("cosine", SCHEDULES)  # cosine | constant | step
+    step_milestones: list[int] = field(default_factory=list)
+    grad_clip: float | None = None
+    lars_eta: float = 0.001  # LARS trust coefficient (SimCLR/BYOL); biases and norm parameters are not adapted
 
 
 class LARS(torch.optim.Optimizer):

@@ -109,3 +109,71 @@ def test_module_command_prints_config_and_one_line_errors():
     bad = subprocess.run([sys.executable, "-m", "ssl_video.config", "optim.lrr=1"], capture_output=True, text=True)
     assert bad.returncode != 0
     assert bad.stderr.strip().splitlines()[-1] == "error: unknown config key 'optim.lrr' (did you mean 'optim.lr'?)"
+
+
+@pytest.mark.parametrize(
+    "override, key, listed",
+    [
+        ("data.decoder=pyva", "data.decoder", "pyav"),
+        ("data.positive=other_cam", "data.positive", "other_camera"),
+        ("data.sampling=clips", "data.sampling", "frames"),
+        ("data.augment=jud", "data.augment", "judo"),
+        ("optim.name=adamm", "optim.name", "lars"),
+        ("optim.schedule=cos", "optim.schedule", "cosine"),
+        ("backbone.name=resnet19", "backbone.name", "x3d_xs"),
+        ("train.device=gpu", "train.device", "cuda"),
+        ("eval.online_action.model=lstm", "eval.online_action.model", "x3d"),
+    ],
+)
+def test_choice_fields_are_checked_at_load_time_with_the_choices_listed(override, key, listed):
+    with pytest.raises(ConfigError) as err:
+        load_config([override])
+    msg = str(err.value)
+    assert msg.startswith(f"config key '{key}' got ") and "choose from: " in msg and listed in msg
+    assert "\n" not in msg
+
+
+def test_superpixel_benchmark_params_are_typed():
+    cfg = load_config(["eval=superpixels", "eval.params.threads=2", "eval.params.runs.slic_fast.n_segments=128"])
+    assert cfg.eval.params.threads == 2 and cfg.eval.params.runs.slic_fast.n_segments == 128
+    assert cfg.eval.params.runs.slic.algo == "slic"  # the YAML's runs are kept
+    expected = r"unknown config key 'eval\.params\.thread' \(did you mean 'eval\.params\.threads'"
+    with pytest.raises(ConfigError, match=expected):
+        load_config(["eval=superpixels", "eval.params.thread=2"])
+    with pytest.raises(ConfigError, match=r"eval\.params\.max_sequences.*'all'.*int"):
+        load_config(["eval=superpixels", "eval.params.max_sequences=all"])
+
+
+def test_validation_takes_a_schema_lookup():
+    from ssl_video.config import validate
+
+    def lookup(name):
+        if name != "probe_method":
+            raise KeyError(f"no schema for '{name}'")
+        return ProbeConfig
+
+    cfg = validate({"method": {"name": "probe_method", "queue_size": 4}}, method_schema=lookup)
+    assert cfg.method.queue_size == 4 and cfg.method.temperature == 0.2
+    with pytest.raises(ConfigError, match="no schema for 'moco'"):
+        validate({"method": {"name": "moco"}}, method_schema=lookup)
+
+
+def test_methods_and_parts_do_not_import_the_config_module():
+    """The dependency runs one way (config -> parts): importing the methods, models, data schema, optimisers and
+    evaluation schema leaves ssl_video.config unimported, so there is no import circle to dodge."""
+    import subprocess
+    import sys
+
+    code = ("import sys, ssl_video.methods, ssl_video.models, ssl_video.data.schema, ssl_video.optim, "
+            "ssl_video.eval.schema, ssl_video.packing.schema; print('ssl_video.config' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr
+
+
+def test_every_method_yaml_has_a_registered_method_and_back():
+    from ssl_video.methods.registry import METHODS
+
+    yamls = {p.stem for p in (CONFIG_DIR / "method").glob("*.yaml")}
+    assert yamls == set(METHODS) - {"probe_method"}
+    for name in yamls:  # each file's keys fit its method's dataclass
+        assert load_config([f"method={name}"]).method.name == name

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from ssl_video.config import ConfigError, load_config
@@ -152,11 +153,15 @@ def test_step_and_constant_schedules_and_lars_groups_share_the_schedule():
 
 
 def test_bad_names_are_one_line_config_errors():
+    # load_config rejects them first (tests/test_config.py); the builders still check a config made another way
+    with pytest.raises(ConfigError, match=r"config key 'optim.name' got 'lamb'; choose from: sgd, adam, adamw, lars"):
+        _optim("name=lamb")
+    unchecked = OmegaConf.merge(_optim(), {"name": "lamb"})
     with pytest.raises(ConfigError, match="optim.name 'lamb' is not supported"):
-        build_optimizer(nn.Linear(2, 2), _optim("name=lamb"))
+        build_optimizer(nn.Linear(2, 2), unchecked)
     opt = build_optimizer(nn.Linear(2, 2), _optim())
     with pytest.raises(ConfigError, match="optim.schedule 'poly' is not supported"):
-        build_scheduler(opt, _optim("schedule=poly"), 10)
+        build_scheduler(opt, OmegaConf.merge(_optim(), {"schedule": "poly"}), 10)
     frozen = nn.Linear(2, 2).requires_grad_(False)
     with pytest.raises(ConfigError, match="no trainable parameters"):
         build_optimizer(frozen, _optim())

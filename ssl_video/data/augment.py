@@ -28,7 +28,8 @@ from scipy import ndimage
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
-from ssl_video.data.constants import IMAGENET_MEAN, IMAGENET_STD
+from ssl_video.normalise import denormalise, to_float
+from ssl_video.normalise import normalise_ as _normalise_
 
 
 @dataclass(frozen=True)
@@ -142,15 +143,6 @@ def _blend_(x: torch.Tensor, other: torch.Tensor | float, ratio: float) -> torch
     return x.clamp_(0, 1)
 
 
-def to_float(frames: torch.Tensor) -> torch.Tensor:
-    """uint8 frames of any memory layout -> a new contiguous float32 tensor in [0, 1].
-
-    The warps leave channels-last uint8 (their fast path); the colour ops broadcast per channel, which is 3-4x slower
-    in that layout (innermost dimension of 3), so the layout changes once, with the dtype, in a single copy."""
-    out = torch.empty(frames.shape, dtype=torch.float32, device=frames.device).copy_(frames)
-    return out.mul_(1.0 / 255)
-
-
 def apply_photometric(frames: torch.Tensor, p: AugParams) -> torch.Tensor:
     """Colour jitter and grayscale on ``(..., 3, H, W)`` frames (uint8, or float in [0, 1]) -> float in [0, 1].
 
@@ -183,23 +175,6 @@ def apply_erase(frames: torch.Tensor, p: AugParams) -> torch.Tensor:
     if p.erase is None:
         return frames
     return F.erase(frames, *p.erase, v=torch.zeros((), dtype=frames.dtype, device=frames.device))
-
-
-_MEAN, _STD = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
-
-
-def normalise(frames: torch.Tensor) -> torch.Tensor:
-    """uint8 (or [0, 1] float) frames ``(..., 3, H, W)`` -> new contiguous float32, ImageNet mean/std normalised."""
-    return _normalise_(to_float(frames) if frames.dtype == torch.uint8 else frames.float().contiguous().clone())
-
-
-def _normalise_(x: torch.Tensor) -> torch.Tensor:
-    """In place on contiguous [0, 1] floats: ``x / std - mean / std`` (per-channel ops on whole planes are fast)."""
-    return x.mul_((1.0 / _STD).to(x.device)).add_((-_MEAN / _STD).to(x.device))
-
-
-def denormalise(frames: torch.Tensor) -> torch.Tensor:
-    return (frames * _STD.to(frames.device) + _MEAN.to(frames.device)).clamp(0, 1)
 
 
 def cap_segments(labels: torch.Tensor, max_segments: int) -> torch.Tensor:

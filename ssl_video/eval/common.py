@@ -1,4 +1,6 @@
-"""What every evaluation shares: loading a backbone from any checkpoint, the device, results tables, TensorBoard.
+"""What every evaluation shares: loading a backbone from any checkpoint, results tables, TensorBoard.
+
+The device comes from :func:`ssl_video.device.resolve_device`.
 
 ``load_backbone(path, name=...)`` accepts a training checkpoint (``{"model": method.state_dict(), "config": ...}``,
 backbone weights under ``backbone.``), a plain state_dict written by ``tools/export_backbone.py``, or ``"random"`` (an
@@ -22,15 +24,6 @@ RANDOM = "random"
 # reference-model prefixes of tools/export_backbone.py -> ours (applied when the backbone has the target prefix)
 EXPORT_RENAMES = {"blocks.5.pool.": "head_pool."}  # pytorchvideo create_x3d's ProjectedPool -> X3D.head_pool
 CLASSIFIERS = ("fc.", "blocks.5.proj.")  # untrained heads of the exports (torchvision / create_x3d): ignored
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto``: CUDA when available, else CPU; ``cuda`` without a GPU raises one line."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device '{name}' requested but CUDA is not available")
-    return torch.device(name)
 
 
 def _checkpoint_backbone_cfg(obj: dict):

@@ -81,7 +81,7 @@ def read_sequence(root: str | Path, name: str, resolution: str = "480p") -> tupl
 # ------------------------------------------------------------------------------------------------------------------
 def _normalised_batches(videos: Iterable[np.ndarray], batch: int, device) -> Iterator[torch.Tensor]:
     """``(T, H, W, 3)`` uint8 arrays -> ImageNet-normalised ``(≤batch, 3, H, W)`` float batches on ``device``."""
-    from ssl_video.data.augment import normalise
+    from ssl_video.normalise import normalise
 
     for video in videos:
         for i in range(0, len(video), batch):
@@ -283,7 +283,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. eval.davis.topk=5")
     args = parser.parse_args(argv)
     from ssl_video.config import ConfigError, load_config
-    from ssl_video.eval.common import fail, format_table, load_backbone, resolve_device, summary_writer, write_csv
+    from ssl_video.device import resolve_device
+    from ssl_video.eval.common import fail, format_table, load_backbone, summary_writer, write_csv
 
     try:
         cfg = load_config(["eval=davis", *args.overrides])

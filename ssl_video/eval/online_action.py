@@ -31,6 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssl_video.models.backbones import pooled_features as pooled
+from ssl_video.normalise import normalise
+
 STUDY_OVERLAP = {8: 3, 4: 2}
 SCHEDULES = {  # the judo study's: steps, lr, lr / 10 milestones, warmup steps (then cosine)
     "gru": {"steps": 560, "lr": 0.05, "milestones": [210, 420], "warmup_steps": 0},
@@ -135,24 +138,9 @@ def load_clips(folder: str | Path, size: int) -> tuple[list[Clip], list[str]]:
     return clips, classes
 
 
-def normalise(x: torch.Tensor) -> torch.Tensor:
-    """uint8 ``(..., 3, H, W)`` -> ImageNet-normalised float."""
-    from ssl_video.data.constants import IMAGENET_MEAN, IMAGENET_STD
-
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(3, 1, 1)
-    return (x.float() / 255 - mean) / std
-
-
 # ------------------------------------------------------------------------------------------------------------------
 # Probe
 # ------------------------------------------------------------------------------------------------------------------
-def pooled(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Frame features ``(N, D)`` of a frame backbone (maps are globally average-pooled)."""
-    out = backbone(x)
-    return out.mean((-2, -1)) if out.dim() == 4 else out
-
-
 class Probe(nn.Module):
     """``gru``: per-frame backbone -> GRU -> linear; ``x3d``: clip backbone -> linear. Input ``(B, T, 3, H, W)``."""
 
@@ -335,7 +323,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. eval.online_action.model=x3d")
     args = parser.parse_args(argv)
     from ssl_video.config import ConfigError, load_config
-    from ssl_video.eval.common import fail, format_table, load_backbone, resolve_device, summary_writer, write_csv
+    from ssl_video.device import resolve_device
+    from ssl_video.eval.common import fail, format_table, load_backbone, summary_writer, write_csv
 
     try:
         cfg = load_config(["eval=online_action", *args.overrides])

@@ -20,7 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssl_video.eval.online_action import Clip, load_clips, normalise, pooled, resolve_overlap, window_starts
+from ssl_video.eval.online_action import Clip, load_clips, resolve_overlap, window_starts
+from ssl_video.models.backbones import pooled_features as pooled
+from ssl_video.normalise import normalise
 
 TOPK = (1, 5)
 
@@ -105,7 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. eval.retrieval.chunk_len=4")
     args = parser.parse_args(argv)
     from ssl_video.config import ConfigError, load_config
-    from ssl_video.eval.common import fail, format_table, load_backbone, resolve_device, summary_writer, write_csv
+    from ssl_video.device import resolve_device
+    from ssl_video.eval.common import fail, format_table, load_backbone, summary_writer, write_csv
 
     try:
         cfg = load_config(["eval=retrieval", *args.overrides])

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssl_video.data.augment import normalise
 from ssl_video.eval.common import recompute_bn_stats
+from ssl_video.normalise import normalise
 from ssl_video.synthetic.batches import take
 
 

@@ -56,11 +56,11 @@ import numpy as np
 import torch
 
 from ssl_video.config import BackboneConfig, ConfigError, DavisEvalConfig, load_config
-from ssl_video.data.augment import normalise
+from ssl_video.device import resolve_device
 from ssl_video.eval import davis
-from ssl_video.eval.common import resolve_device
 from ssl_video.methods import build_method
 from ssl_video.models.backbones import build_backbone
+from ssl_video.normalise import normalise
 from ssl_video.synthetic.generate import child_seed, make_all, render_sequence
 
 MODES = ("stored", "target", "train")

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ssl_video.data.augment import normalise
+from ssl_video.normalise import normalise
 
 
 def cell_labels(masks: torch.Tensor, stride: int = 8) -> torch.Tensor:

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ssl_video.methods.contrastive import TwoViewConfig, TwoViewMethod, ema_update, momentum_copy
-from ssl_video.methods.registry import register
+from ssl_video.methods.two_view import TwoViewConfig, TwoViewMethod
 from ssl_video.models.heads import MLP
 
 
@@ -41,17 +40,17 @@ def regression_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return (2 - 2 * F.cosine_similarity(p, z.detach(), dim=1)).mean()
 
 
-@register("byol", BYOLConfig)
 class BYOL(TwoViewMethod):
+    config_class = BYOLConfig
+
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
         m = cfg.method
         self.projector = MLP(self.feat_dim, m.proj_hidden_dim, m.proj_dim)
         self.predictor = MLP(m.proj_dim, m.pred_hidden_dim, m.proj_dim)
-        self.finish_init()
-        self.target_backbone = momentum_copy(self.backbone)
-        self.target_projector = momentum_copy(self.projector)
-        self.tau = m.tau_base
+        self.target_backbone = self.momentum_copy(self.backbone)
+        self.target_projector = self.momentum_copy(self.projector)
+        self.ema_momentum = m.tau_base
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         x0, x1 = self.views(batch)
@@ -61,12 +60,10 @@ class BYOL(TwoViewMethod):
         with torch.no_grad():
             t0, t1 = self.target_projector(self.features(self.target_backbone, x)).chunk(2)
         loss = regression_loss(p0, t1) + regression_loss(p1, t0)
-        tau = torch.tensor(self.tau)
+        tau = torch.tensor(self.ema_momentum)
         return {"loss": loss, "tau": tau} | self.extra_logs(batch, z.chunk(2)[0])
 
-    @torch.no_grad()
-    def on_train_step_end(self, step: int) -> None:
+    def momentum_at(self, step: int) -> float:
+        """BYOL's cosine schedule (the base updates the target with it after every optimiser step)."""
         m = self.cfg.method
-        self.tau = cosine_tau(step, self.cfg.train.steps, m.tau_base, m.tau_final)
-        ema_update(self.target_backbone, self.backbone, self.tau)
-        ema_update(self.target_projector, self.projector, self.tau)
+        return cosine_tau(step, self.cfg.train.steps, m.tau_base, m.tau_final)

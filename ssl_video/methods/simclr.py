@@ -15,8 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ssl_video.distributed import gather_with_grad, get_rank
-from ssl_video.methods.contrastive import TwoViewConfig, TwoViewMethod
-from ssl_video.methods.registry import register
+from ssl_video.methods.two_view import TwoViewConfig, TwoViewMethod
 from ssl_video.models.heads import MLP
 
 
@@ -46,13 +45,13 @@ def nt_xent(z0: torch.Tensor, z1: torch.Tensor, temperature: float) -> tuple[tor
     return loss, acc
 
 
-@register("simclr", SimCLRConfig)
 class SimCLR(TwoViewMethod):
+    config_class = SimCLRConfig
+
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
         m = cfg.method
         self.projector = MLP(self.feat_dim, m.proj_hidden_dim, m.proj_dim)
-        self.finish_init()
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         x0, x1 = self.views(batch)

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ssl_video.methods.contrastive import TwoViewConfig, TwoViewMethod
-from ssl_video.methods.registry import register
+from ssl_video.methods.two_view import TwoViewConfig, TwoViewMethod
 from ssl_video.models.heads import MLP
 
 
@@ -24,14 +23,14 @@ class SimSiamConfig(TwoViewConfig):
     pred_hidden_dim: int = 512  # the bottleneck of the predictor
 
 
-@register("simsiam", SimSiamConfig)
 class SimSiam(TwoViewMethod):
+    config_class = SimSiamConfig
+
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
         m = cfg.method
         self.projector = MLP(self.feat_dim, m.proj_hidden_dim, m.proj_dim, num_layers=3, last_norm=True)
         self.predictor = MLP(m.proj_dim, m.pred_hidden_dim, m.proj_dim)
-        self.finish_init()
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         x0, x1 = self.views(batch)

@@ -48,9 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssl_video.config import MethodConfig
-from ssl_video.methods.base import Method
-from ssl_video.methods.registry import register
+from ssl_video.methods.base import Method, MethodConfig
 from ssl_video.methods.walk_nodes import extract_patches, superpixel_pool
 from ssl_video.models.backbones import build_backbone
 
@@ -157,6 +155,7 @@ class Walk(Method):
     """Contrastive random walk; ``nodes`` is ``patch``, ``superpixel`` or ``mixed`` (set by the registered name)."""
 
     nodes = "superpixel"
+    config_class = WalkConfig
 
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
@@ -291,16 +290,13 @@ class Walk(Method):
         return {"walk/transition_and_cycle": torch.cat([tiles[0], gap, tiles[1]], dim=2).cpu()}
 
 
-@register("walk_patch", WalkConfig)
 class WalkPatch(Walk):
     nodes = "patch"
 
 
-@register("walk_superpixel", WalkConfig)
 class WalkSuperpixel(Walk):
     nodes = "superpixel"
 
 
-@register("walk_mixed", WalkConfig)
 class WalkMixed(Walk):
     nodes = "mixed"

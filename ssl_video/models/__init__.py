@@ -1,5 +1,5 @@
 """Backbones and heads."""
 
-from ssl_video.models.backbones import build_backbone, register_backbone
+from ssl_video.models.backbones import BackboneConfig, build_backbone, pooled_features, register_backbone
 
-__all__ = ["build_backbone", "register_backbone"]
+__all__ = ["BackboneConfig", "build_backbone", "pooled_features", "register_backbone"]

@@ -14,12 +14,30 @@ Parameter names are torchvision's so ``tools/export_backbone.py`` writes a state
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torchvision
 from torch import nn
 
+from ssl_video.schema import choice
+
 _BACKBONES: dict[str, Callable[..., nn.Module]] = {}
+
+
+def backbone_names() -> list[str]:
+    return sorted(_BACKBONES)
+
+
+@dataclass
+class BackboneConfig:
+    """The ``backbone`` section (ssl_video/configs/backbone/*.yaml)."""
+
+    name: str = choice("resnet18", backbone_names)  # resnet18 | resnet18_s8 | resnet18_gru | x3d_xs
+    gru_hidden: int = 512  # resnet18_gru: clip feature size (its out_dim)
+    gru_layers: int = 1
+    zero_init_residual: bool = False
+    x3d_head_dim: int = 2048  # x3d_xs: width of the projected-pooling feature (its out_dim)
 
 
 def register_backbone(name: str):
@@ -30,15 +48,17 @@ def register_backbone(name: str):
     return wrap
 
 
-def backbone_names() -> list[str]:
-    return sorted(_BACKBONES)
-
-
 def build_backbone(cfg) -> nn.Module:
-    """Build ``cfg.name`` (a :class:`ssl_video.config.BackboneConfig` node)."""
+    """Build ``cfg.name`` (a :class:`BackboneConfig` node)."""
     if cfg.name not in _BACKBONES:
         raise KeyError(f"unknown backbone '{cfg.name}'; registered: {', '.join(backbone_names())}")
     return _BACKBONES[cfg.name](cfg)
+
+
+def pooled_features(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Backbone output as ``(N, out_dim)`` vectors: feature maps (e.g. ``resnet18_s8``'s) are average-pooled."""
+    y = backbone(x)
+    return y.flatten(2).mean(2) if y.dim() > 2 else y
 
 
 class ResNet18(nn.Module):

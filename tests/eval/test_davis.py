@@ -183,7 +183,7 @@ def test_load_backbone_from_checkpoint_export_and_gru(tmp_path):
 
 
 def _imagenet(frames):
-    from ssl_video.data.constants import IMAGENET_MEAN, IMAGENET_STD
+    from ssl_video.normalise import IMAGENET_MEAN, IMAGENET_STD
 
     x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
     return (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)

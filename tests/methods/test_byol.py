@@ -8,8 +8,8 @@ import random
 import torch
 
 from ssl_video.methods.byol import cosine_tau
-from ssl_video.methods.contrastive import embedding_std
 from ssl_video.methods.registry import build_method
+from ssl_video.methods.two_view import embedding_std
 from ssl_video.synthetic.batches import two_view_batch
 from tests.helpers import small_config, train_steps
 

@@ -35,12 +35,76 @@ def _bn_eval(method):
     return method
 
 
-def test_queue_size_must_be_a_multiple_of_the_global_keys_per_step():
-    with pytest.raises(ConfigError, match=r"queue_size=10 is not a multiple of the global keys per step \(4 "):
-        build_method(small_config("moco", "method.queue_size=10", batch_size=2, num_frames=2))
-    method = build_method(_cfg())
-    with pytest.raises(ConfigError, match="not a multiple"):
-        method.enqueue(torch.zeros(3, 16))
+def test_queue_must_hold_one_step_of_keys_and_any_larger_size_is_accepted():
+    with pytest.raises(ConfigError, match=r"queue_size=3 is smaller than the global keys per step \(4 = batch x "):
+        build_method(small_config("moco", "method.queue_size=3", "method.proj_dim=16", batch_size=2, num_frames=2))
+    method = build_method(_cfg("method.queue_size=10"))  # not a multiple of 4 keys per step: accepted (ring buffer)
+    with pytest.raises(ConfigError, match="smaller than the global keys per step"):
+        method.enqueue(torch.zeros(11, 16))
+
+
+def test_the_judo_studys_batch_of_210_frames_fits_the_default_queue():
+    # 210 frames a step (the study's batch) and K = 65536: 65536 % 210 != 0, which the old rule rejected
+    cfg = small_config("moco", "method.proj_dim=8", batch_size=105, num_frames=2)
+    method = build_method(cfg)
+    assert method.queue.shape == (65536, 8)
+    method.enqueue(torch.ones(210, 8))
+    assert int(method.queue_ptr) == 210
+
+
+def test_enqueue_is_a_ring_buffer_of_the_newest_keys():
+    torch.manual_seed(0)
+    method = build_method(_cfg("method.queue_size=10"))
+    expected = [row.clone() for row in method.queue]  # slot i holds the key written there last
+    ptr = 0
+    for _ in range(7):  # 4 keys a step into 10 slots: wraps around the end on steps 2, 4, 7
+        keys = torch.randn(4, 16)
+        method.enqueue(keys)
+        for key in keys:  # independent computation: one key at a time into the next slot
+            expected[ptr] = key
+            ptr = (ptr + 1) % 10
+        torch.testing.assert_close(method.queue, torch.stack(expected), rtol=0, atol=0)
+        assert int(method.queue_ptr) == ptr
+
+
+def test_head_output_width_follows_the_study_per_backbone_unless_set():
+    from ssl_video.methods.moco import head_output_dim
+
+    m = small_config("moco").method  # proj_dim: null in moco.yaml
+    assert m.proj_dim is None and m.proj_hidden_dim == 128  # (small_config narrows the hidden width)
+    assert head_output_dim(m, "resnet18") == 128  # MoCo v2's default
+    assert head_output_dim(m, "resnet18_gru") == 2048 and head_output_dim(m, "x3d_xs") == 1024  # the study's best
+    method = build_method(small_config("moco", "backbone=resnet18_gru", "data.sampling=clip", "method.queue_size=64"))
+    linears = [layer for layer in method.projector if isinstance(layer, nn.Linear)]
+    assert [(lin.in_features, lin.out_features) for lin in linears] == [(512, 128), (128, 2048)]
+    assert method.queue.shape == (64, 2048)
+    set_dim = small_config("moco", "backbone=x3d_xs", "method.proj_dim=256").method
+    assert head_output_dim(set_dim, "x3d_xs") == 256
+
+
+def test_default_split_bn_works_on_a_batch_it_does_not_divide():
+    # default split_bn 8, a batch of 2 clips x 3 frames = 6 frames: split-BN uses the largest divisor of 6 that is
+    # <= 8 and leaves 2 samples per sub-batch, i.e. 3
+    from ssl_video.distributed import SplitBatchNorm, split_for_batch
+
+    assert [split_for_batch(n, 8) for n in (1, 2, 4, 6, 7, 12, 16, 32)] == [1, 1, 2, 3, 1, 6, 8, 8]
+    torch.manual_seed(0)
+    method = build_method(small_config("moco", "method.queue_size=64", "method.proj_dim=16", batch_size=2,
+                                       num_frames=3))
+    assert method.cfg.method.split_bn == 8
+    batch = two_view_batch([0, 1], random.Random(0), batch_size=2, num_frames=3)
+    with pytest.warns(UserWarning, match="a batch of 6 uses 3 sub-batches"):
+        out = method(batch)
+    assert torch.isfinite(out["loss"])
+    # the statistics are those of 3 interleaved sub-batches {0, 3}, {1, 4}, {2, 5}: compare the first BN with BN
+    # computed on each sub-batch explicitly
+    bn = next(m for m in method.backbone.modules() if isinstance(m, SplitBatchNorm))
+    x = torch.randn(6, bn.num_features, 4, 4)
+    ref = torch.empty_like(x)
+    for k in range(3):
+        ref[k::3] = F.batch_norm(x[k::3], None, None, bn.weight, bn.bias, True, 0.0, bn.eps)
+    with pytest.warns(UserWarning):
+        torch.testing.assert_close(bn(x), ref)
 
 
 def test_momentum_update_follows_its_formula():

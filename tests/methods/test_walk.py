@@ -164,7 +164,7 @@ def test_short_cpu_run_lowers_the_loss_on_moving_shapes():
     """A few Adam steps on two synthetic clips (moving textured shapes, SLIC superpixels) lower the walk loss."""
     import numpy as np
 
-    from ssl_video.data.constants import IMAGENET_MEAN, IMAGENET_STD
+    from ssl_video.normalise import IMAGENET_MEAN, IMAGENET_STD
     from ssl_video.superpixels.segment import segment
     from ssl_video.synthetic.generate import render_sequence
 

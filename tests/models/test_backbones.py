@@ -55,3 +55,16 @@ def test_mlp_widths_and_norms():
     assert [type(m).__name__ for m in plain] == ["Linear", "ReLU", "Linear"]
     with pytest.raises(ValueError, match="num_layers >= 1"):
         MLP(16, 64, 8, num_layers=0)
+
+
+def test_pooled_features_average_pools_maps_and_passes_vectors():
+    from ssl_video.models import pooled_features
+
+    torch.manual_seed(0)
+    maps = build_backbone(BackboneConfig(name="resnet18_s8")).eval()
+    x = torch.randn(2, 3, 32, 32)
+    fmap = maps(x)
+    assert fmap.shape == (2, 512, 4, 4)
+    torch.testing.assert_close(pooled_features(maps, x), fmap.mean(dim=(2, 3)))
+    vectors = build_backbone(BackboneConfig(name="resnet18")).eval()
+    torch.testing.assert_close(pooled_features(vectors, x), vectors(x))

@@ -1,4 +1,4 @@
-"""Shared base of the two-view methods (MoCo v2, SimCLR, BYOL, SimSiam).
+"""The two-view base of MoCo v2, SimCLR, BYOL, SimSiam and VICReg: two views of a sample in, their features out.
 
 Samples and positives. ``batch["clips"]`` is ``(B, V, T, C, H, W)``; views 0 and 1 are the two augmented (or, with
 ``data.positive=other_camera``, two-camera) views of the same frame indices.
@@ -8,55 +8,32 @@ Samples and positives. ``batch["clips"]`` is ``(B, V, T, C, H, W)``; views 0 and
   negatives like any other (so ``frames`` sampling, T independent frames per video, is the natural data mode).
 - ``input_kind == "clip"`` (ResNet-18 + GRU, X3D-XS): a clip is one sample; a view is ``(B, T, C, H, W)``.
 
-Batch norm across ranks: with ``world_size > 1`` and ``method.sync_bn`` every BN layer is converted before DDP
-wraps the method (torch's SyncBatchNorm on CUDA, :class:`ssl_video.distributed.CpuSyncBatchNorm` on CPU), so the
-statistics are those of the global batch. MoCo turns this off and uses shuffle-BN instead.
+Batch norm across ranks: with ``world_size > 1`` and ``method.sync_bn`` every BN layer is converted when the method is
+built (:func:`ssl_video.methods.registry.build_method`, before DDP wraps it: torch's SyncBatchNorm on CUDA,
+:class:`ssl_video.distributed.CpuSyncBatchNorm` on CPU), so the statistics are those of the global batch. MoCo turns
+this off and uses shuffle-BN instead.
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssl_video.config import MethodConfig
-from ssl_video.distributed import convert_sync_batchnorm, get_world_size
-from ssl_video.methods.base import Method
-from ssl_video.models.backbones import build_backbone
+from ssl_video.methods.base import Method, MethodConfig
+from ssl_video.models.backbones import build_backbone, pooled_features
+from ssl_video.normalise import denormalise
 
 
 @dataclass
 class TwoViewConfig(MethodConfig):
     """Fields every two-view method has."""
 
-    proj_hidden_dim: int = 2048  # projector hidden width (the judo study: 2048 for ResNet-18, 1024 for X3D)
+    proj_hidden_dim: int = 2048  # projector hidden width
     proj_dim: int = 128  # embedding width the loss sees
     sync_bn: bool = True  # world size > 1: batch-norm statistics over the global batch
-
-
-def run_device(cfg) -> torch.device:
-    """The device the trainer will put the method on (``train.device``)."""
-    want = cfg.train.device
-    cuda = want == "cuda" or (want == "auto" and torch.cuda.is_available())
-    return torch.device("cuda" if cuda else "cpu")
-
-
-def momentum_copy(module: nn.Module) -> nn.Module:
-    """A frozen copy (no gradients) to be updated by :func:`ema_update`."""
-    target = copy.deepcopy(module)
-    for p in target.parameters():
-        p.requires_grad_(False)
-    return target
-
-
-@torch.no_grad()
-def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
-    """``target <- momentum * target + (1 - momentum) * online`` for every parameter (buffers are the target's own)."""
-    t_params, o_params = list(target.parameters()), list(online.parameters())
-    torch._foreach_lerp_(t_params, [p.detach() for p in o_params], 1.0 - momentum)
 
 
 def embedding_std(z: torch.Tensor) -> torch.Tensor:
@@ -75,11 +52,6 @@ class TwoViewMethod(Method):
         self.backbone = build_backbone(cfg.backbone)
         self.input_kind = self.backbone.input_kind
         self.feat_dim = self.backbone.out_dim
-
-    def finish_init(self) -> None:
-        """Call at the end of a subclass ``__init__``: global BN when several ranks (before momentum copies)."""
-        if get_world_size() > 1 and self.cfg.method.sync_bn:
-            convert_sync_batchnorm(self, run_device(self.cfg))
 
     def frames_per_sample(self) -> int:
         """Samples one clip contributes: its T frames for a ``frames`` backbone, 1 for a ``clip`` backbone."""
@@ -102,9 +74,8 @@ class TwoViewMethod(Method):
 
     @staticmethod
     def features(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """Backbone output as ``(N, out_dim)`` vectors (feature maps, e.g. resnet18_s8's, are average-pooled)."""
-        y = backbone(x)
-        return y.flatten(2).mean(2) if y.dim() > 2 else y
+        """Backbone output as ``(N, out_dim)`` vectors (:func:`ssl_video.models.backbones.pooled_features`)."""
+        return pooled_features(backbone, x)
 
     def extra_logs(self, batch: dict[str, torch.Tensor], z: torch.Tensor) -> dict[str, torch.Tensor]:
         """Scalars every method logs: embedding std (collapse) and the fraction of cross-camera positives."""
@@ -116,8 +87,6 @@ class TwoViewMethod(Method):
     @torch.no_grad()
     def visualize(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """First frame of sample 0, view 0 beside view 1 (what the method is asked to match)."""
-        from ssl_video.data.augment import denormalise
-
         clips = batch["clips"]
         if clips.dim() != 6 or clips.shape[1] < 2:
             return {}

@@ -1,0 +1,34 @@
+"""The ``data`` section: which shard set, how samples are cut, augmented and decoded (the read side's settings)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ssl_video.data.augment import PRESETS
+from ssl_video.data.decode import DECODERS
+from ssl_video.data.sampling import POSITIVES, SAMPLINGS
+from ssl_video.schema import choice
+
+
+@dataclass
+class DataConfig:
+    name: str = "synthetic"
+    root: str = "shards/synthetic/kinetics/train"  # a shard set: a folder with manifest.json and its shards
+    sampling: str = choice("clip", SAMPLINGS)  # clip: T frames at a stride | frames: N independent frames of a video
+    clip_len: int = 4
+    frame_stride: int = 4
+    num_frames: int = 8  # frames mode
+    num_views: int = 1
+    positive: str = choice("same_clip", POSITIVES)  # same_clip | other_camera (hard positives)
+    crop_size: int = 256
+    augment: str = choice("walk", tuple(PRESETS))  # walk | judo | none
+    gpu_augment: bool = False  # photometric part on the device, whole batches (augment.augment_batch_on_device)
+    superpixels: str | None = "slic"  # algorithm whose maps travel with the frames; null: none
+    max_superpixels: int = 64
+    epoch_length: int = 100  # batches per rank per epoch: equal on every rank by construction
+    shuffle_buffer: int = 64
+    num_workers: int = 2
+    # auto | cpu | gpu | pyav; gpu: decord.gpu(LOCAL_RANK) where built with CUDA (else CPU + one warning);
+    # pyav: per-GOP CPU decoding that skips unneeded non-reference frames; auto: gpu where it works, else pyav
+    decoder: str = choice("auto", DECODERS)
+    skip_limit: int = 100  # bad samples in a row before the loader stops with an error (a config problem, not data)
