@@ -28,7 +28,7 @@ def train(cfg, loader_fn=None, on_start=None) -> dict:
 
     ``loader_fn(data_cfg, batch_size=, rank=, world_size=, seed=, epoch=)`` yields the batches of one epoch (default
     ``ssl_video.data.loader.build_loader``). ``on_start(run)`` is called on rank 0 once the run folder is settled and
-    before the first step (``main`` prints the config there, so setup errors come before it). Raises
+    the first batch has arrived (``main`` prints the config there, so setup and data errors come before it). Raises
     :class:`RunError` (one line) for configuration, data and environment problems.
     """
     if loader_fn is None:
@@ -39,9 +39,7 @@ def train(cfg, loader_fn=None, on_start=None) -> dict:
             _announce(run)
         if run.finished:
             return {"step": run.step, "loss": float("nan"), "finished": True}
-        if on_start is not None and run.info.is_main:
-            on_start(run)
-        return run_loop(run, loader_fn)
+        return run_loop(run, loader_fn, on_start if run.info.is_main else None)
     finally:
         run.close()
 

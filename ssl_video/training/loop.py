@@ -88,8 +88,10 @@ def _step(run: Run, batch: dict) -> dict:
     return out
 
 
-def run_loop(run: Run, loader_fn) -> dict:
-    """Train from ``run.step`` to ``train.steps``; returns ``{"step", "loss"}`` of the last step."""
+def run_loop(run: Run, loader_fn, on_first_batch=None) -> dict:
+    """Train from ``run.step`` to ``train.steps``; returns ``{"step", "loss"}`` of the last step.
+
+    ``on_first_batch(run)`` runs once the first batch has arrived (so a data error is reported before it)."""
     cfg = run.cfg
     log = TrainLog(run.out_dir, run.step, run.info.is_main)
     stop = Stop()
@@ -99,6 +101,9 @@ def run_loop(run: Run, loader_fn) -> dict:
     try:
         while run.step < cfg.train.steps:
             for batch, data_wait in _batches(run, loader_fn):
+                if on_first_batch is not None:
+                    on_first_batch(run)
+                    on_first_batch = None
                 started = time.perf_counter()
                 skipped += int(batch.pop("skipped", torch.zeros(1)).sum())
                 batch = _to_device(run, batch)

@@ -16,6 +16,7 @@ import datetime
 import json
 import os
 import socket
+import uuid
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -87,7 +88,8 @@ class RunLock:
     def __init__(self, out_dir: Path) -> None:
         self.path = Path(out_dir) / LOCK_NAME
         self.owned = False
-        self.me = {"pid": os.getpid(), "host": socket.gethostname(), "job": os.environ.get("SLURM_JOB_ID", "")}
+        self.me = {"pid": os.getpid(), "host": socket.gethostname(), "job": os.environ.get("SLURM_JOB_ID", ""),
+                   "token": uuid.uuid4().hex}  # the token tells two locks of one process apart  # fmt: skip
 
     def acquire(self) -> RunLock:
         for _ in range(3):  # create; or take over a stale lock and create again (another run may race us)
