@@ -38,15 +38,22 @@ def _batches(run: Run, loader_fn):
         raise
     except Exception as exc:  # StopIteration too: an epoch shorter than the batches a resume skips
         raise RunError(f"data: {one_line(exc)}") from exc
-    while True:
-        start = time.perf_counter()
-        try:
-            batch = next(batches)
-        except StopIteration:
-            return
-        except Exception as exc:
-            raise RunError(f"data: {one_line(exc)}") from exc
-        yield batch, time.perf_counter() - start
+    try:
+        while True:
+            start = time.perf_counter()
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except Exception as exc:
+                raise RunError(f"data: {one_line(exc)}") from exc
+            yield batch, time.perf_counter() - start
+    finally:
+        # stop the workers now, also on Ctrl-C or an error: the traceback would keep the iterator (and its workers,
+        # which then print their own tracebacks) alive until the interpreter exits
+        shutdown = getattr(batches, "_shutdown_workers", None)  # torch's multi-process iterator
+        if shutdown is not None:
+            shutdown()
 
 
 def _to_device(run: Run, batch: dict) -> dict:

@@ -38,6 +38,8 @@ class SlurmCluster:
         self.pid_files: list[Path] = []
 
     def _write_conf(self) -> None:
+        # KillWait: after SIGTERM a job step may run this long before SIGKILL (SLURM's default 30 s); long enough for
+        # one training step plus a checkpoint on a loaded test machine
         host = socket.gethostname()
         for sub in ("state", *(f"spool/{n}" for n in NODES)):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
@@ -65,6 +67,7 @@ AuthType=auth/munge
 MpiDefault=none
 ReturnToService=2
 JobRequeue=1
+KillWait=600
 SchedulerType=sched/backfill
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
