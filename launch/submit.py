@@ -86,10 +86,6 @@ def slurm_parameters(cfg, name: str) -> dict:
         params["gpus_per_node"] = launch.gpus_per_node
     if launch.partition:
         params["slurm_partition"] = launch.partition
-    # SLURM sends SIGTERM to every process of the job, the batch script too (preemption, time limit, scancel --full):
-    # a trapped bash waits for srun, so the tasks have time to checkpoint and requeue instead of being cut off when
-    # the script dies (the trap is not inherited: srun and the tasks keep their own handling)
-    params["slurm_setup"] = ["trap 'echo batch script: SIGTERM, waiting for the tasks to checkpoint' TERM"]
     return params
 
 

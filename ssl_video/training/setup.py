@@ -7,6 +7,7 @@ the decision, an error included, so every rank resumes from the same file or sto
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,9 +137,20 @@ def prepare_folder(cfg, info: DistInfo, device) -> tuple[Run, dict | None]:
     return run, state
 
 
+def check_optim_numbers(cfg) -> None:
+    """One line for optimiser numbers the parameters cannot hold (``optim.lr=1e39`` overflows float32 in the first
+    update, deep inside the optimiser)."""
+    limit = torch.finfo(torch.float32).max
+    for key in ("lr", "weight_decay", "momentum", "grad_clip"):
+        value = cfg.optim.get(key)
+        if value is not None and not (math.isfinite(value) and 0 <= value <= limit):
+            raise RunError(f"optim.{key}={value} is not a finite, non-negative float32 number (max {limit:.3g})")
+
+
 def build_objects(run: Run, state: dict | None) -> None:
     """Method, optimiser and schedule, restored from ``state``; then the module the step calls."""
     cfg, device = run.cfg, run.device
+    check_optim_numbers(cfg)
     run.method = build_method(cfg).to(device)
     if cfg.train.channels_last:
         run.method = run.method.to(memory_format=torch.channels_last)

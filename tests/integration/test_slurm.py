@@ -1,5 +1,5 @@
 """`python launch/submit.py --nodes 2 --method walk_superpixel` on a real two-node SLURM cluster, then a requeue after
-SIGUSR2 (submitit's preemption warning) and after SIGTERM to every process of the job, batch script included.
+SIGUSR2 (submitit's preemption warning) and after SIGTERM to every process of the job's steps (loader workers too).
 
 Waits poll with generous deadlines (a loaded machine is slow, never wrong); the cluster fixture cancels the jobs and
 kills what is left of them by pid before it stops the daemons, pass or fail."""
@@ -75,12 +75,14 @@ def test_two_ranks_on_two_nodes_run_the_same_steps(cluster, kinetics_shards, tmp
     assert list((out / "tb").glob("events.out.tfevents.*"))
 
 
-@pytest.mark.parametrize(
-    "scancel", [["--signal=USR2"], ["--signal=TERM", "--full"]], ids=["usr2", "term_full"]
-)  # fmt: skip
+@pytest.mark.parametrize("scancel", [["--signal=USR2"], ["--signal=TERM"]], ids=["usr2", "term"])
 def test_signalled_job_is_requeued_and_resumes_from_its_checkpoint(cluster, kinetics_shards, tmp_path, scancel):
-    """USR2: submitit's preemption warning. TERM --full: what SLURM sends every process of the job, batch script
-    included, on preemption and at the time limit; the loader workers ignore it, the trainer checkpoints, requeues."""
+    """USR2: submitit's preemption warning. TERM: every process of the job's steps (trainers and their loader workers)
+    gets SIGTERM, as on preemption; the workers ignore it, the trainer checkpoints and requeues.
+
+    Not ``--full``: srun, in the batch script, turns a SIGTERM of its own into SIGKILL of the tasks at once ("srun:
+    forcing job termination", whatever the script traps or ignores; checked on this cluster), so no task can
+    checkpoint then. That is why submitit asks for USR2 90 s before the time limit (docs/failures.md)."""
     out = tmp_path / "run"
     job = _submit(cluster, kinetics_shards, out, steps=12, ckpt_every=2, workers=1)  # a real loader worker
     _wait(cluster, job, lambda: ckpt.latest_checkpoint(out) is not None)
