@@ -64,8 +64,9 @@ def test_disk_full_while_writing_removes_the_temp_file_and_names_the_last_good(t
         ckpt.save_checkpoint(_state(4), tmp_path, 4, keep_last=5)
     message = str(info.value)
     assert "\n" not in message and "No space left on device" in message
-    assert "step_00000004.pt" in message and message.endswith("last good checkpoint: " +
-                                                               str(ckpt.checkpoint_dir(tmp_path) / "step_00000002.pt"))
+    assert "step_00000004.pt" in message and message.endswith(
+        "last good checkpoint: " + str(ckpt.checkpoint_dir(tmp_path) / "step_00000002.pt")
+    )
     assert sorted(p.name for p in ckpt.checkpoint_dir(tmp_path).iterdir()) == ["step_00000002.pt"]  # no temp left
 
 

@@ -18,8 +18,9 @@ DEADLINE_S = 600  # generous: the machine may be loaded; the test never depends 
 
 def _start(args, log_dir):
     out, err = open(log_dir / "stdout", "w"), open(log_dir / "stderr", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "ssl_video.train", *args], stdout=out, stderr=err,
-                            start_new_session=True)  # its own process group, as a SLURM step / a terminal job
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ssl_video.train", *args], stdout=out, stderr=err, start_new_session=True
+    )  # its own process group, as a SLURM step / a terminal job
     return proc, log_dir
 
 
