@@ -133,7 +133,7 @@ def prepare_folder(cfg, info: DistInfo, device) -> tuple[Run, dict | None]:
         run.resumed_from = Path(decision["path"])
         if state is None:  # other ranks read the file rank 0 chose
             state = ckpt.load_checkpoint(run.resumed_from, map_location=device)
-    run.finished = run.step >= cfg.train.steps
+    run.finished = run.resumed_from is not None and run.step >= cfg.train.steps
     return run, state
 
 
