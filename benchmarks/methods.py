@@ -3,10 +3,10 @@
     python benchmarks/methods.py                                   # CPU, 4 clips x 2 views x 4 frames at 64 px
     python benchmarks/methods.py --device cuda --batch-size 32 --size 160     # bf16 autocast on CUDA
 
-One training step = forward, backward, SGD step, ``on_train_step_end``, as the trainer does it. Each configuration
-runs in its own process so its peak memory is its own: CPU peak = the process's max RSS (torch import included, the
-baseline is printed); CUDA peak = ``torch.cuda.max_memory_allocated``. Frames backbones see batch x frames images per
-view; clip backbones see batch clips of ``--frames`` frames.
+One training step = the trainer's own ``train_step`` (forward, backward, SGD step, ``on_train_step_end``). Each
+configuration runs in its own process so its peak memory is its own: CPU peak = the process's max RSS (torch import
+included, the baseline is printed); CUDA peak = ``torch.cuda.max_memory_allocated``. Frames backbones see batch x frames
+images per view; clip backbones see batch clips of ``--frames`` frames.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ def _run(method: str, backbone: str, args: argparse.Namespace, out: mp.Queue) ->
 
     from ssl_video.config import load_config
     from ssl_video.methods.registry import build_method
+    from ssl_video.training.step import train_step
 
     torch.manual_seed(0)
     base_mb = _max_rss_mb()
@@ -50,12 +51,7 @@ def _run(method: str, backbone: str, args: argparse.Namespace, out: mp.Queue) ->
         if amp and step == args.warmup:
             torch.cuda.reset_peak_memory_stats()
         start, cpu_start = time.perf_counter(), time.process_time()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            loss = net(batch)["loss"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        net.on_train_step_end(step + 1)
+        train_step(net, net, batch, opt, step=step, amp=amp)
         if amp:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)

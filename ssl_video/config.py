@@ -70,12 +70,12 @@ class TrainConfig:
     channels_last: bool = False
     compile: bool = False  # torch.compile the module each step calls (DDP-wrapped when distributed)
     deterministic: bool = False
-    out_dir: str = "runs/default"
+    out_dir: str = ""  # empty: a fresh runs/<method>/<date-time>; a folder with checkpoints resumes (docs/training.md)
     log_every: int = 10
     image_every: int = 200
     ckpt_every: int = 500
     keep_last: int = 3
-    resume: bool = True
+    resume: str = "auto"  # auto (true) | force (resume although settings changed) | never (false)
 
 
 @dataclass

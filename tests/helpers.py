@@ -20,18 +20,11 @@ def small_config(method: str, *extra: str, batch_size: int = 4, num_frames: int 
 
 
 def train_steps(method, steps: int, make_batch, lr: float = 0.05) -> list[float]:
-    """Plain SGD steps with the trainer's order (forward, backward, step, on_train_step_end); returns the losses."""
+    """Plain SGD steps through the trainer's own ``train_step``; returns the losses."""
+    from ssl_video.training.step import train_step
+
     opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=lr, momentum=0.9)
-    losses = []
-    method.train()
-    for step in range(steps):
-        out = method(make_batch(step))
-        opt.zero_grad()
-        out["loss"].backward()
-        opt.step()
-        method.on_train_step_end(step + 1)
-        losses.append(float(out["loss"].detach()))
-    return losses
+    return [float(train_step(method, method, make_batch(step), opt, step=step)["loss"]) for step in range(steps)]
 
 
 def _free_port() -> int:
@@ -61,3 +54,11 @@ def write_checkpoint(path, state, backbone_name="resnet18_s8"):
     config = f"backbone:\n  name: {backbone_name}\nmethod:\n  name: walk_patch\n"
     torch.save({"model": {f"backbone.{k}": v for k, v in state.items()} | {"head.weight": torch.zeros(2)},
                 "config": config, "step": 7}, path)
+
+
+def tiny_train_args(shards, out_dir, steps: int, *extra: str) -> list[str]:
+    """``python -m ssl_video.train`` overrides for a CPU run of a few seconds on the ``kinetics_shards`` fixture."""
+    return ["method=walk_superpixel", f"data.root={shards / 'train'}", "data.crop_size=64", "data.num_workers=0",
+            "data.epoch_length=4", "data.shuffle_buffer=4", "train.device=cpu", "train.batch_size=2",
+            f"train.steps={steps}", f"train.out_dir={out_dir}", "train.log_every=1", "train.image_every=0",
+            "train.ckpt_every=100", "data.max_superpixels=32", *extra]  # fmt: skip

@@ -69,7 +69,7 @@ def _resume_is_bit_identical(kinetics_shards, tmp_path):
 
 
 def test_gpu_augment_runs_the_photometric_part_in_the_trainer(kinetics_shards, tmp_path, monkeypatch):
-    import ssl_video.train as trainer
+    import ssl_video.training.loop as trainer
 
     seen = []
 

@@ -20,6 +20,7 @@ import io
 import json
 import logging
 import random
+import signal
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -224,6 +225,14 @@ def check_data_config(cfg) -> None:
             raise ValueError(f"data.{key} must be >= 1, got {cfg[key]}")
 
 
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader worker_init_fn: workers ignore SIGTERM/SIGINT, which SLURM (preemption, scancel, time limit) and a
+    terminal's Ctrl-C send to the whole process group; the trainer alone reacts (checkpoint, exit) and then shuts its
+    workers down itself. A worker still exits when the trainer dies (torch's watchdog) or on SIGKILL."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def build_loader(data_cfg, *, batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0, epoch: int = 0):
     """Exactly ``data_cfg.epoch_length`` batches for this rank, deterministic in the arguments."""
     check_data_config(data_cfg)
@@ -239,6 +248,7 @@ def build_loader(data_cfg, *, batch_size: int, rank: int = 0, world_size: int = 
         pin_memory=torch.cuda.is_available(),
         # DataLoader draws its workers' base seed from this generator, not from the global RNG (kept for the model)
         generator=torch.Generator().manual_seed(_seed(seed, epoch, rank)),
+        worker_init_fn=ignore_stop_signals,
         # decord's CUDA context does not survive fork: GPU-decoding workers are spawned
         multiprocessing_context="spawn" if ctx == "gpu" and workers > 0 else None,
     )

@@ -26,6 +26,7 @@ from ssl_video.config import load_config
 from ssl_video.eval.view_invariance import cross_camera_scores, precise_bn
 from ssl_video.methods.registry import build_method
 from ssl_video.synthetic.batches import two_view_batch
+from ssl_video.training.step import train_step
 
 TRAIN_TAKES, TEST_TAKES = list(range(12)), list(range(100, 106))
 METRICS = ("top1", "top1_near", "instant_auc")
@@ -47,14 +48,9 @@ def train_and_score(method_name: str, positive: str | None, args, seed: int) -> 
     if positive is not None:
         rng = random.Random(seed)
         opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=args.lr, momentum=0.9)
-        method.train()
         for step in tqdm(range(args.steps), desc=f"{method_name} {positive} seed {seed}", leave=False):
             batch = two_view_batch(TRAIN_TAKES, rng, args.batch, 2, positive=positive, augment=args.augment)
-            loss = method(batch)["loss"]
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            method.on_train_step_end(step + 1)
+            train_step(method, method, batch, opt, step=step)
     precise_bn(method.backbone, TEST_TAKES)
     return cross_camera_scores(method.backbone, TEST_TAKES), time.process_time() - start
 

@@ -2,7 +2,8 @@
 
 Both node names resolve to 127.0.0.1 (added to /etc/hosts) and the daemons listen on different ports, so a
 ``--nodes 2`` job really runs two tasks on two SLURM nodes. Needs root and Debian's slurm-wlm + munge.
-Daemons are stopped by the process ids in their pid files.
+:meth:`SlurmCluster.stop` leaves nothing running, pass or fail: it cancels the cluster's jobs, kills what is left of
+them (each ``slurmstepd`` and its children, by pid), then stops the daemons by the process ids in their pid files.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class SlurmCluster:
         self.pid_files: list[Path] = []
 
     def _write_conf(self) -> None:
+        # KillWait: after SIGTERM a job step may run this long before SIGKILL (SLURM's default 30 s); long enough for
+        # one training step plus a checkpoint on a loaded test machine
         host = socket.gethostname()
         for sub in ("state", *(f"spool/{n}" for n in NODES)):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
@@ -64,6 +67,7 @@ AuthType=auth/munge
 MpiDefault=none
 ReturnToService=2
 JobRequeue=1
+KillWait=600
 SchedulerType=sched/backfill
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
@@ -110,8 +114,73 @@ PartitionName=debug Nodes={",".join(NODES)} Default=YES MaxTime=INFINITE State=U
         """The job's state, or "" once it has left the queue (accounting is off, so sacct cannot tell)."""
         return self.run("squeue", "-h", "-j", job_id, "-o", "%T").stdout.strip()
 
+    def wait_for(self, until, timeout: float = 900, what: str = "condition", poll: float = 2) -> None:
+        """Poll ``until()`` every ``poll`` s; AssertionError naming ``what`` (and the queue) after ``timeout`` s."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if until():
+                return
+            time.sleep(poll)
+        queue = self.run("squeue", "-h", "-o", "%i %T %r").stdout.strip()
+        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; queue: {queue or 'empty'}")
+
+    def cancel_jobs(self, timeout: float = 60) -> None:
+        """Cancel every job of this cluster and wait (bounded) until the queue is empty."""
+        if not self.pid_files:
+            return
+        jobs = self.run("squeue", "-h", "-o", "%i").stdout.split()
+        if jobs:
+            self.run("scancel", *jobs)
+            with contextlib.suppress(AssertionError):
+                self.wait_for(lambda: not self.run("squeue", "-h", "-o", "%i").stdout.split(), timeout, "cancel", 1)
+
+    def kill_job_processes(self) -> list[int]:
+        """SIGKILL every ``slurmstepd`` and its descendants (only one test cluster runs at a time, so they are
+        this cluster's); returns the pids killed."""
+        children: dict[int, list[int]] = {}
+        steps = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                stat = (entry / "stat").read_text()
+                name, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
+                children.setdefault(int(rest[1]), []).append(int(entry.name))
+                if name.startswith("slurmstepd"):
+                    steps.append(int(entry.name))
+        doomed, todo = [], list(steps)
+        while todo:
+            pid = todo.pop()
+            doomed.append(pid)
+            todo += children.get(pid, [])
+        for pid in reversed(doomed):  # children first, so no slurmstepd sees a task die and restarts anything
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return doomed
+
     def stop(self) -> None:
+        self.cancel_jobs()
+        self.kill_job_processes()
+        pids = []
         for pid_file in reversed(self.pid_files):
             with contextlib.suppress(FileNotFoundError, ProcessLookupError, ValueError):
-                os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
-        time.sleep(1)
+                pid = int(pid_file.read_text().strip())
+                os.kill(pid, signal.SIGTERM)
+                pids.append(pid)
+        deadline = time.time() + 30
+        while pids and time.time() < deadline:
+            pids = [pid for pid in pids if _alive(pid)]
+            time.sleep(0.5)
+        for pid in pids:  # a daemon that ignored SIGTERM for 30 s
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.pid_files = []
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie of ours counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
