@@ -46,8 +46,8 @@ COMMANDS = {
     "submit": Command(
         "ssl-video-submit", "Submit training to SLURM through submitit (the launch=slurm preset), or run it here "
         "with --local, or print the sbatch script with --dry-run.",
-        (), ("launch.nodes", "launch.gpus_per_node", "launch.cpus_per_task", "launch.timeout_min", "launch.partition",
-             "launch.folder", *_TRAIN_KEYS[:4]),
+        ("launch=slurm",), ("launch.nodes", "launch.gpus_per_node", "launch.cpus_per_task", "launch.timeout_min",
+                            "launch.partition", "launch.folder", *_TRAIN_KEYS[:4]),
         "ssl-video-submit --nodes 2 --method walk_superpixel data.root=/data/k400/train --dry-run"),
     "eval-davis": Command(
         "ssl-video-eval-davis", "DAVIS-2017 label propagation (videowalk's protocol): J&F of a checkpoint.",

@@ -85,9 +85,9 @@ def build_config(args: argparse.Namespace):
         "launch.mem_gb": args.mem_gb, "launch.partition": args.partition, "launch.timeout_min": args.time,
         "launch.slurm_additional_parameters.mem_per_gpu": f"{args.mem_per_gpu}G" if args.mem_per_gpu else None,
     }  # fmt: skip
-    picks = [f"method={args.method}"] if args.method else []
-    if not any(item.startswith("launch=") for item in args.overrides):
-        picks.append("launch=local" if args.local else "launch=slurm")
+    picks = [f"method={args.method}"] if args.method else []  # after the command's launch=slurm (cli.COMMANDS)
+    if args.local and not any(item.startswith("launch=") for item in args.overrides):
+        picks.append("launch=local")
     # the flags come after the overrides: an explicit flag wins over launch.* on the same command line
     cfg = cli.load(args, extra=[*picks, *(f"{k}={v}" for k, v in flags.items() if v is not None)])
     if args.tasks_per_node is None and cfg.launch.gpus_per_node > 0:
