@@ -1,13 +1,24 @@
 """ssl-video: self-supervised representation learning from video at cluster scale."""
 
+import atexit
+import shutil
+import tempfile
+from pathlib import Path
+
 from setuptools import find_packages, setup
+
+HERE = Path(__file__).resolve().parent
+# setuptools writes build/ and *.egg-info beside setup.py by default: build in a fresh temporary folder instead, so
+# `pip install .` / `pip wheel .` leave the source tree as it was and never ship stale files from an earlier build
+OUT_OF_TREE = Path(tempfile.mkdtemp(prefix="ssl-video-build-"))
+atexit.register(shutil.rmtree, OUT_OF_TREE, ignore_errors=True)
 
 setup(
     name="ssl-video",
     version="0.1.0",
     description="Self-supervised video representation learning (MoCo v2, SimCLR, BYOL, SimSiam, "
     "contrastive random walks) from WebDataset shards, on SLURM through submitit.",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["ssl_video", "ssl_video.*"]),
@@ -35,9 +46,16 @@ setup(
     entry_points={
         "console_scripts": [
             "ssl-video-train=ssl_video.train:main",
-            "ssl-video-submit=ssl_video.launch_cli:main",
+            "ssl-video-submit=ssl_video.launch:main",
             "ssl-video-make-shards=ssl_video.packing.shards:main",
             "ssl-video-make-synthetic=ssl_video.synthetic.generate:main",
+            "ssl-video-inspect-shards=ssl_video.packing.inspect_shards:main",
+            "ssl-video-export=ssl_video.export:main",
+            "ssl-video-eval-davis=ssl_video.eval.davis:main",
+            "ssl-video-eval-online-action=ssl_video.eval.online_action:main",
+            "ssl-video-eval-retrieval=ssl_video.eval.retrieval:main",
+            "ssl-video-eval-superpixels=ssl_video.eval.superpixel_benchmark:main",
         ],
     },
+    options={"build": {"build_base": str(OUT_OF_TREE / "build")}, "egg_info": {"egg_base": str(OUT_OF_TREE)}},
 )

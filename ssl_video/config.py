@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,6 +55,7 @@ __all__ = [  # the parts' schemas are re-exported: ``from ssl_video.config impor
 ]
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # package data: installed with the wheel
+CONFIG_PATH_ENV = "SSL_VIDEO_CONFIG_PATH"  # user config folders searched before CONFIG_DIR (os.pathsep-separated)
 GROUPS = ("method", "backbone", "data", "eval", "launch")
 
 
@@ -118,10 +120,40 @@ def _read_yaml(path: Path) -> DictConfig:
     return node if node is not None else OmegaConf.create({})
 
 
-def _group_file(group: str, choice: str, config_dir: Path) -> Path:
-    path = config_dir / group / f"{choice}.yaml"
+def config_search_path(config_dir: str | Path | list | tuple | None = None) -> list[Path]:
+    """Folders searched for config files, first match wins: ``config_dir`` (one folder or a list), then the folders of
+    ``$SSL_VIDEO_CONFIG_PATH`` (``os.pathsep``-separated), then the packaged ``ssl_video/configs``. A user folder may
+    hold any subset of the files (``base.yaml``, ``<group>/<choice>.yaml``): it adds choices or overrides files."""
+    given = [] if config_dir is None else [config_dir] if isinstance(config_dir, (str, Path)) else list(config_dir)
+    env = [p for p in os.environ.get(CONFIG_PATH_ENV, "").split(os.pathsep) if p]
+    path = []
+    for folder in [*given, *env]:
+        folder = Path(folder).expanduser()
+        if not folder.is_dir():
+            raise ConfigError(f"config folder not found: {folder}")
+        if folder.resolve() not in [p.resolve() for p in path]:
+            path.append(folder)
+    return path + [CONFIG_DIR] if CONFIG_DIR.resolve() not in [p.resolve() for p in path] else path
+
+
+def group_choices(group: str, search_path: list[Path] | None = None) -> list[str]:
+    """Every choice of ``group`` in the search path (user folders add to the packaged ones)."""
+    search_path = config_search_path() if search_path is None else search_path
+    return sorted({p.stem for folder in search_path for p in (folder / group).glob("*.yaml")})
+
+
+def _find_file(relative: str, search_path: list[Path]) -> Path:
+    """The first ``folder/relative`` that exists (the packaged folder's path when none does, for the error)."""
+    for folder in search_path:
+        if (folder / relative).is_file():
+            return folder / relative
+    return search_path[-1] / relative
+
+
+def _group_file(group: str, choice: str, search_path: list[Path]) -> Path:
+    path = _find_file(f"{group}/{choice}.yaml", search_path)
     if not path.is_file():
-        options = sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
+        options = group_choices(group, search_path)
         hint = difflib.get_close_matches(choice, options, n=1)
         extra = f" (did you mean '{hint[0]}'?)" if hint else ""
         raise ConfigError(f"unknown {group} '{choice}'{extra}; choose from: {', '.join(options)}")
@@ -184,12 +216,15 @@ def registered_method_schema(name: str) -> type[MethodConfig]:
     return config_class(name)
 
 
-def load_config(overrides: list[str] | None = None, config_dir: str | Path | None = None) -> DictConfig:
-    """Compose and validate the configuration; see the module docstring for the order."""
-    config_dir = Path(config_dir) if config_dir else CONFIG_DIR
+def load_config(overrides: list[str] | None = None, config_dir: str | Path | list | None = None) -> DictConfig:
+    """Compose and validate the configuration; see the module docstring for the order.
+
+    ``config_dir`` (one folder or a list) and ``$SSL_VIDEO_CONFIG_PATH`` are searched before the packaged configs
+    (:func:`config_search_path`)."""
+    config_dir = config_search_path(config_dir)
     choices, dotted = _split_overrides(list(overrides or []))
 
-    base = _read_yaml(config_dir / "base.yaml")
+    base = _read_yaml(_find_file("base.yaml", config_dir))
     defaults = dict(OmegaConf.to_container(base.pop("defaults", OmegaConf.create({}))))
     defaults.update({k: v for k, v in choices.items() if k == "method"})
     method_file = _read_yaml(_group_file("method", defaults["method"], config_dir))

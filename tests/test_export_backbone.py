@@ -1,9 +1,8 @@
-"""tools/export_backbone.py: exported backbones load strictly into torchvision's ResNet-18 / pytorchvideo's X3D-XS and
-compute the same features as the trained method's backbone."""
+"""ssl_video.export (ssl-video-export, tools/export_backbone.py, hubconf.py): exported backbones load strictly into
+torchvision's ResNet-18 / pytorchvideo's X3D-XS and compute the same features as the trained method's backbone."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -15,13 +14,11 @@ import torchvision
 from torch import nn
 
 from ssl_video import checkpoint as ckpt
+from ssl_video import export as export_backbone
 from ssl_video.config import load_config, to_yaml
 from ssl_video.methods.registry import build_method
 
 REPO = Path(__file__).resolve().parent.parent
-_spec = importlib.util.spec_from_file_location("export_backbone", REPO / "tools" / "export_backbone.py")
-export_backbone = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(export_backbone)
 
 
 def _checkpoint(tmp_path: Path, method: str, backbone: str) -> tuple[nn.Module, Path]:
@@ -155,5 +152,40 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
         export_backbone.export(plain, tmp_path / "y.pt")
     with pytest.raises(export_backbone.ExportError, match="do not fit"):  # resnet weights declared as X3D
         export_backbone.export(path, tmp_path / "z.pt", backbone="x3d_xs")
-    with pytest.raises(SystemExit, match="error: checkpoint not found"):
-        export_backbone.main([str(tmp_path / "missing.pt"), str(tmp_path / "w.pt")])
+
+
+
+def test_cli_errors_are_one_line_exit_2(tmp_path, capsys):
+    assert export_backbone.main([str(tmp_path / "missing.pt"), str(tmp_path / "w.pt")]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"error: checkpoint not found: {tmp_path / 'missing.pt'}"]
+    with pytest.raises(SystemExit) as exc:
+        export_backbone.main(["--bogus"])
+    assert exc.value.code == 2 and capsys.readouterr().err.startswith("error: ")
+
+
+@torch.no_grad()
+def test_load_model_and_torch_hub_give_the_trained_features(tmp_path):
+    method, path = _checkpoint(tmp_path, "simclr", "resnet18")
+    x = torch.randn(2, 3, 64, 64)
+    expected = method.backbone(x)
+    model = export_backbone.load_model(path)
+    assert isinstance(model, torchvision.models.ResNet) and isinstance(model.fc, nn.Identity)
+    torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-5)
+    hub = torch.hub.load(str(REPO), "resnet18", checkpoint=str(path), source="local")
+    assert isinstance(hub, torchvision.models.ResNet) and not hub.training
+    torch.testing.assert_close(hub(x), expected, rtol=1e-4, atol=1e-5)
+    with_fc = torch.hub.load(str(REPO), "resnet18", checkpoint=str(path), source="local", fc=True, num_classes=7)
+    assert with_fc(x).shape == (2, 7)
+    with pytest.raises(export_backbone.ExportError, match="not a x3d_xs"):
+        torch.hub.load(str(REPO), "x3d_xs", checkpoint=str(path), source="local")
+
+
+@torch.no_grad()
+def test_load_model_of_the_walk_encoder_runs_at_stride_8(tmp_path):
+    method, path = _checkpoint(tmp_path, "walk_superpixel", "resnet18_s8")
+    model = export_backbone.load_model(path)
+    assert model.layer3[0].conv1.stride == (1, 1) and model.layer4[0].downsample[0].stride == (1, 1)
+    x = torch.randn(1, 3, 64, 64)
+    trunk = nn.Sequential(*list(model.children())[:-2])  # up to layer4: the 1/8-resolution map
+    assert trunk(x).shape[-2:] == (8, 8)
+    assert export_backbone.load_model(path, stride8=False).layer3[0].conv1.stride == (2, 2)

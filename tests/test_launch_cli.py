@@ -1,4 +1,5 @@
-"""Console scripts: every one in setup.py resolves; ``ssl-video-submit`` behaves as ``python launch/submit.py``."""
+"""Console scripts: every one in setup.py resolves; ``ssl-video-submit`` (ssl_video.launch) behaves as
+``python launch/submit.py``; the job it submits unpickles on a node that never imported the launcher script."""
 
 from __future__ import annotations
 
@@ -28,13 +29,13 @@ def _console_scripts() -> dict[str, str]:
 
 def test_every_console_script_in_setup_py_resolves():
     scripts = _console_scripts()
-    assert scripts["ssl-video-submit"] == "ssl_video.launch_cli:main"
+    assert scripts["ssl-video-submit"] == "ssl_video.launch:main"
     for name, target in scripts.items():
         module, func = target.split(":")
         assert callable(getattr(importlib.import_module(module), func, None)), f"{name} -> {target}"
 
 
-def test_installed_entry_point_is_launch_cli_main():
+def test_installed_entry_point_is_launch_main():
     try:
         eps = importlib.metadata.entry_points(group="console_scripts")
     except Exception:  # pragma: no cover - very old importlib.metadata
@@ -42,14 +43,16 @@ def test_installed_entry_point_is_launch_cli_main():
     submit = [ep for ep in eps if ep.name == "ssl-video-submit"]
     if not submit:
         pytest.skip("ssl-video is not installed in this environment (pip install -e .)")
-    from ssl_video.launch_cli import main
+    if submit[0].value != _console_scripts()["ssl-video-submit"]:
+        pytest.skip(f"the installed metadata is older than setup.py ({submit[0].value}): reinstall")
+    from ssl_video.launch import main
 
     assert submit[0].load() is main
 
 
 def test_dry_run_prints_the_sbatch_script_from_any_directory(tmp_path):
-    script = Path(sys.executable).parent / "ssl-video-submit"
-    cmd = [str(script)] if script.is_file() else [sys.executable, "-m", "ssl_video.launch_cli"]
+    # the installed console script itself runs in tests/test_install.py (a fresh venv from a wheel)
+    cmd = [sys.executable, "-m", "ssl_video.launch"]
     proc = subprocess.run([*cmd, "--nodes", "2", "--method", "moco", "--time", "30", "--dry-run"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -59,11 +62,13 @@ def test_dry_run_prints_the_sbatch_script_from_any_directory(tmp_path):
 
 
 def test_bad_override_exits_with_one_line(capsys):
-    from ssl_video.launch_cli import main
+    from ssl_video.launch import main
 
-    with pytest.raises(SystemExit, match="error: unknown config key 'train.stepz'"):
+    with pytest.raises(SystemExit) as exc:
         main(["--method", "walk_superpixel", "--dry-run", "train.stepz=3"])
-    assert sys.argv[0] != str(REPO / "launch" / "submit.py")  # argv restored
+    assert exc.value.code == 2
+    message = "error: unknown config key 'train.stepz' (did you mean 'train.steps'?)"
+    assert capsys.readouterr().err.splitlines() == [message]
 
 
 def test_submitted_job_unpickles_where_launch_submit_was_never_imported(tmp_path, monkeypatch, capsys):
@@ -71,12 +76,12 @@ def test_submitted_job_unpickles_where_launch_submit_was_never_imported(tmp_path
     import cloudpickle
     import submitit
 
-    from ssl_video.launch_cli import main
+    from ssl_video.launch import main
 
     submitted = []
 
-    class FakeExecutor:  # stands in for SLURM: keeps the submitted object
-        def __init__(self, folder, cluster=None):
+    class FakeExecutor:  # stands in for SLURM: keeps the submitted object, numbers the jobs 42, 43, ...
+        def __init__(self, folder, cluster=None, **kwargs):
             self.folder = folder
 
         def update_parameters(self, **params):
@@ -84,14 +89,20 @@ def test_submitted_job_unpickles_where_launch_submit_was_never_imported(tmp_path
 
         def submit(self, job):
             submitted.append(job)
-            return type("Job", (), {"job_id": "42"})()
+            return type("Job", (), {"job_id": str(41 + len(submitted))})()
 
     monkeypatch.setattr(submitit, "AutoExecutor", FakeExecutor)
     assert main(["--method", "simclr", f"launch.folder={tmp_path / 'jobs'}", "train.steps=5"]) == 0
-    assert "submitted job 42" in capsys.readouterr().out
+    assert main(["--method", "simclr", f"launch.folder={tmp_path / 'jobs'}", "train.steps=7"]) == 0
+    out = capsys.readouterr().out
+    assert "submitted job 42 (slurm, preset slurm)" in out and "submitted job 43" in out
+    # one folder per job id, each with that job's config (the second submission does not overwrite the first)
+    assert "steps: 5" in (tmp_path / "jobs" / "simclr" / "42" / "config.yaml").read_text()
+    assert "steps: 7" in (tmp_path / "jobs" / "simclr" / "43" / "config.yaml").read_text()
+    assert not (tmp_path / "jobs" / "simclr" / "config.yaml").exists()
     payload = cloudpickle.dumps(submitted[0])
     check = ("import pickle, sys; job = pickle.loads(sys.stdin.buffer.read()); "
-             "assert 'ssl_video_launch_submit' not in sys.modules and 'submit' not in sys.modules; "
+             "assert 'submit' not in sys.modules and '__main__' not in type(job).__module__; "
              "print(type(job).__name__, 'steps: 5' in job.config_yaml, type(job.checkpoint()).__name__)")  # fmt: skip
     proc = subprocess.run([sys.executable, "-c", check], input=payload, cwd=tmp_path, capture_output=True, timeout=300)
     assert proc.returncode == 0, proc.stderr.decode()

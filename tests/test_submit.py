@@ -1,7 +1,9 @@
-"""launch/submit.py: the sbatch script it would submit, config errors, and a --local run through submitit."""
+"""launch/submit.py (ssl_video.launch): the sbatch script it would submit, the SLURM preset, flags and overrides,
+job names, job folders, config errors, and a --local run through submitit."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -32,10 +34,60 @@ def test_dry_run_prints_the_sbatch_script():
     assert "srun" in out and "submitit.core._submit" in out
 
 
+def _sbatch_lines(*args) -> list[str]:
+    proc = _submit(*args, "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.splitlines()
+
+
+def test_without_local_the_slurm_preset_asks_for_gpus():
+    lines = _sbatch_lines("--nodes", "2", "--method", "walk_superpixel")
+    assert lines[0] == "#!/bin/bash"
+    assert lines[1].startswith("# ssl-video launch preset: slurm (") and "launch/slurm.yaml" in lines[1]
+    for line in ("#SBATCH --nodes=2", "#SBATCH --gpus-per-node=8", "#SBATCH --ntasks-per-node=8",
+                 "#SBATCH --cpus-per-task=10", "#SBATCH --mem-per-gpu=64G", "#SBATCH --time=1440",
+                 "#SBATCH --signal=USR2@90"):  # fmt: skip
+        assert line in lines, line
+    assert not [line for line in lines if line.startswith(("#SBATCH --mem=", "#SBATCH --partition"))]
+
+
+def test_flags_and_launch_keys_override_the_preset():
+    lines = _sbatch_lines("--method", "moco", "--gpus-per-node", "4", "--cpus-per-task", "6", "--mem-per-gpu", "32",
+                          "--time", "90", "launch.partition=a100", "launch.nodes=3")  # fmt: skip
+    for line in ("#SBATCH --nodes=3", "#SBATCH --gpus-per-node=4", "#SBATCH --ntasks-per-node=4",
+                 "#SBATCH --cpus-per-task=6", "#SBATCH --mem-per-gpu=32G", "#SBATCH --time=90",
+                 "#SBATCH --partition=a100"):  # fmt: skip
+        assert line in lines, line
+    per_node = _sbatch_lines("--method", "moco", "--mem-gb", "200")  # per node instead of per GPU: never both
+    assert "#SBATCH --mem=200GB" in per_node and not [x for x in per_node if x.startswith("#SBATCH --mem-per-gpu")]
+    cpu = _sbatch_lines("--method", "moco", "launch=local")  # another preset by name
+    assert "# ssl-video launch preset: local" in cpu[1]
+    assert not [x for x in cpu if x.startswith(("#SBATCH --gpus", "#SBATCH --mem-per-gpu"))]
+
+
+def test_sbatch_paths_are_absolute(tmp_path):
+    relative = "jobs_here"
+    proc = subprocess.run([sys.executable, str(REPO / "launch" / "submit.py"), "--method", "moco", "--dry-run",
+                           f"launch.folder={relative}"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    for line in proc.stdout.splitlines():
+        if line.startswith(("#SBATCH --output", "#SBATCH --error")):
+            assert f"={tmp_path / relative / 'moco'}/%j/" in line, line
+        if line.startswith("srun"):
+            assert f" {tmp_path / relative / 'moco'}/%j" in line and f" {sys.executable} " in line, line
+
+
+@pytest.mark.parametrize("name", ["a\n#SBATCH --wrap=rm", "x; rm -rf /", "two words", "", "$(id)"])
+def test_bad_job_names_are_one_line(name):
+    proc = _submit("--method", "moco", "--name", name, "--dry-run")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and proc.stderr.startswith("error: job name")
+
+
 def test_bad_override_is_one_line():
     proc = _submit("--method", "walk_superpixel", "--dry-run", "train.stepz=3")
-    assert proc.returncode != 0
-    assert proc.stderr.strip().splitlines()[-1].startswith("error: unknown config key 'train.stepz'")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == ["error: unknown config key 'train.stepz' (did you mean 'train.steps'?)"]
 
 
 @pytest.mark.slow
@@ -51,4 +103,8 @@ def test_local_run_goes_through_submitit_and_checkpoints(kinetics_shards, tmp_pa
     state = ckpt.load_checkpoint(ckpt.latest_checkpoint(out))
     assert state["step"] == 3 and all(torch.isfinite(v.float()).all() for v in state["model"].values())
     assert list((out / "tb").glob("events.out.tfevents.*"))
-    assert (tmp_path / "jobs" / "walk_superpixel" / "config.yaml").is_file()
+    job_id = re.search(r"submitted job (\S+) ", proc.stdout).group(1)
+    job_folder = tmp_path / "jobs" / "walk_superpixel" / job_id
+    assert f"job folder {job_folder}" in proc.stdout
+    assert "steps: 3" in (job_folder / "config.yaml").read_text()  # this job's resolved config, in its own folder
+    assert not [p for p in tmp_path.rglob("*") if "%j" in p.name]  # no literal %j folder

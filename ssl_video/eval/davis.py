@@ -273,21 +273,25 @@ def _check(cfg) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], prog="python -m ssl_video.eval.davis")
-    parser.add_argument("--davis", required=True, help="DAVIS-2017 root (JPEGImages/, Annotations/, ImageSets/)")
-    parser.add_argument("--checkpoint", required=True, help="training checkpoint, exported backbone, or 'random'")
-    parser.add_argument("--out", help="output folder (default <eval.out_dir>/davis)")
-    parser.add_argument("--recompute-bn", action="store_true",
-                        help="re-estimate BatchNorm statistics on the evaluated frames first (transductive, no labels; "
-                             "= eval.davis.recompute_bn=true)")
-    parser.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. eval.davis.topk=5")
-    args = parser.parse_args(argv)
-    from ssl_video.config import ConfigError, load_config
+    from ssl_video import cli
+
+    def flags(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--davis", required=True, help="DAVIS-2017 root (JPEGImages/, Annotations/, ImageSets/)")
+        parser.add_argument("--checkpoint", required=True, help="training checkpoint, exported backbone, or 'random'")
+        parser.add_argument("--out", help="output folder (default: derived from the checkpoint, e.g. "
+                                          "<run>/eval/davis/step_N/; never one another evaluation wrote)")
+        parser.add_argument("--recompute-bn", action="store_true",
+                            help="re-estimate BatchNorm statistics on the evaluated frames first (transductive, no "
+                                 "labels; = eval.davis.recompute_bn=true)")
+
+    args = cli.parse_args(argv, command="eval-davis", add_arguments=flags)
+    cfg = cli.load(args)
+    from ssl_video.config import ConfigError
     from ssl_video.device import resolve_device
     from ssl_video.eval.common import fail, format_table, load_backbone, summary_writer, write_csv
+    from ssl_video.eval.outputs import output_dir
 
     try:
-        cfg = load_config(["eval=davis", *args.overrides])
         dcfg = cfg.eval.davis
         _check(dcfg)
         device = resolve_device(cfg.eval.device)
@@ -300,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         feature_fn = encoder_features(backbone, dcfg.stage, device)
     except (ConfigError, ValueError) as exc:
         return fail(str(exc))
-    out = Path(args.out or Path(cfg.eval.out_dir) / "davis")
+    out = output_dir(args.checkpoint, "davis", cfg.eval.out_dir, args.out)
     writer = summary_writer(out)
     try:
         table, rows = evaluate(args.davis, feature_fn, dcfg, out, writer)

@@ -315,19 +315,23 @@ def confusion_image(conf: np.ndarray, classes: Sequence[str], cell: int = 48) ->
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], prog="python -m ssl_video.eval.online_action")
-    parser.add_argument("--shards", required=True, help="folder with the shard sets train/ and test/ (takes)")
-    parser.add_argument("--checkpoint", required=True, help="training checkpoint, exported backbone, or 'random'")
-    parser.add_argument("--finetune", action="store_true", help="train the backbone too (supervised baseline)")
-    parser.add_argument("--out", help="output folder (default <eval.out_dir>/online_action)")
-    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. eval.online_action.model=x3d")
-    args = parser.parse_args(argv)
-    from ssl_video.config import ConfigError, load_config
+    from ssl_video import cli
+
+    def flags(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--shards", required=True, help="folder with the shard sets train/ and test/ (takes)")
+        parser.add_argument("--checkpoint", required=True, help="training checkpoint, exported backbone, or 'random'")
+        parser.add_argument("--finetune", action="store_true", help="train the backbone too (supervised baseline)")
+        parser.add_argument("--out", help="output folder (default: derived from the checkpoint, e.g. "
+                                          "<run>/eval/online_action/step_N/; never one another evaluation wrote)")
+
+    args = cli.parse_args(argv, command="eval-online-action", add_arguments=flags)
+    cfg = cli.load(args)
+    from ssl_video.config import ConfigError
     from ssl_video.device import resolve_device
     from ssl_video.eval.common import fail, format_table, load_backbone, summary_writer, write_csv
+    from ssl_video.eval.outputs import output_dir
 
     try:
-        cfg = load_config(["eval=online_action", *args.overrides])
         ocfg = cfg.eval.online_action
         ocfg.finetune = ocfg.finetune or args.finetune
         schedule(ocfg)
@@ -342,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     num_classes = max(len(classes), 1 + max(int(c.labels.max()) for c in train_clips + test_clips))
     classes = classes + [f"class{i}" for i in range(len(classes), num_classes)]
     probe = Probe(backbone, ocfg.model, num_classes, ocfg.gru_hidden)
-    out = Path(args.out or Path(cfg.eval.out_dir) / "online_action")
+    out = output_dir(args.checkpoint, "online_action", cfg.eval.out_dir, args.out)
     writer = summary_writer(out)
     try:
         train_probe(probe, train_clips, ocfg, device, writer)

@@ -100,18 +100,22 @@ def retrieval_scores(emb: dict[tuple[str, int], torch.Tensor], topk: Sequence[in
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], prog="python -m ssl_video.eval.retrieval")
-    parser.add_argument("--shards", required=True, help="folder with shard sets (<split>/) or one shard set")
-    parser.add_argument("--checkpoint", required=True, help="training checkpoint, exported backbone, or 'random'")
-    parser.add_argument("--out", help="output folder (default <eval.out_dir>/retrieval)")
-    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. eval.retrieval.chunk_len=4")
-    args = parser.parse_args(argv)
-    from ssl_video.config import ConfigError, load_config
+    from ssl_video import cli
+
+    def flags(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--shards", required=True, help="folder with shard sets (<split>/) or one shard set")
+        parser.add_argument("--checkpoint", required=True, help="training checkpoint, exported backbone, or 'random'")
+        parser.add_argument("--out", help="output folder (default: derived from the checkpoint, e.g. "
+                                          "<run>/eval/retrieval/step_N/; never one another evaluation wrote)")
+
+    args = cli.parse_args(argv, command="eval-retrieval", add_arguments=flags)
+    cfg = cli.load(args)
+    from ssl_video.config import ConfigError
     from ssl_video.device import resolve_device
     from ssl_video.eval.common import fail, format_table, load_backbone, summary_writer, write_csv
+    from ssl_video.eval.outputs import output_dir
 
     try:
-        cfg = load_config(["eval=retrieval", *args.overrides])
         rcfg = cfg.eval.retrieval
         overlap = resolve_overlap(rcfg.chunk_len, rcfg.overlap)
         device = resolve_device(cfg.eval.device)
@@ -123,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows = retrieval_scores(emb, TOPK, rcfg.tolerance)
     except (ConfigError, ValueError) as exc:
         return fail(str(exc))
-    out = Path(args.out or Path(cfg.eval.out_dir) / "retrieval")
+    out = output_dir(args.checkpoint, "retrieval", cfg.eval.out_dir, args.out)
     columns = ["query_view", "gallery_view", "queries", "gallery", "top1", "top5", "chance1", "chance5"]
     write_csv(out / "retrieval.csv", rows, columns)
     writer = summary_writer(out)

@@ -6,7 +6,7 @@ set:
 J and F (mean and recall) of the segmentation that gives each superpixel the ground-truth label it overlaps most,
 boundary recall, undersegmentation error, achievable segmentation accuracy, segments per frame, frames/s (``fps``:
 wall clock; ``fps_cpu``: per second of this process's CPU time, i.e. per core with ``threads: 1``).
-Prints a table and writes a CSV (``--out``, default ``<eval.out_dir>/superpixels.csv``).
+Prints a table and writes a CSV (``--out``, default ``<eval.out_dir>/superpixels/<data folder>/superpixels.csv``).
 """
 
 from __future__ import annotations
@@ -119,24 +119,20 @@ def format_table(rows: list[dict]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     prog="python -m ssl_video.eval.superpixel_benchmark")
-    parser.add_argument("--davis", required=True, help="DAVIS-2017 layout root (e.g. data/synthetic/davis)")
-    parser.add_argument("--algos", nargs="+", help="names of eval.params.runs to run (default: all)")
-    parser.add_argument("--out", help="CSV path (default <eval.out_dir>/superpixels.csv)")
-    parser.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. eval.params.threads=2")
-    args = parser.parse_args(argv)
+    from ssl_video import cli
+
+    def flags(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--davis", required=True, help="DAVIS-2017 layout root (e.g. data/synthetic/davis)")
+        parser.add_argument("--algos", nargs="+", help="names of eval.params.runs to run (default: all)")
+        parser.add_argument("--out", help="CSV path (default: <eval.out_dir>/superpixels/<data folder name>/"
+                                          "superpixels.csv, in a folder no other benchmark wrote)")
+
+    args = cli.parse_args(argv, command="eval-superpixels", add_arguments=flags)
+    cfg = cli.load(args)
     import torch
     from omegaconf import OmegaConf
     from tqdm import tqdm
 
-    from ssl_video.config import ConfigError, load_config
-
-    try:
-        cfg = load_config(["eval=superpixels", *args.overrides])
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     p = OmegaConf.to_container(cfg.eval.params, resolve=True)
     runs = p.get("runs") or {}
     names = args.algos or list(runs)
@@ -167,7 +163,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 2
             rows.append({"run": name, "algo": algo, "params": " ".join(f"{k}={v}" for k, v in params.items()), **res})
     print(format_table(rows))
-    out = Path(args.out or Path(cfg.eval.out_dir) / "superpixels.csv")
+    from ssl_video.eval.outputs import output_dir
+
+    out = Path(args.out) if args.out else output_dir(Path(args.davis).resolve(), "superpixels", cfg.eval.out_dir) / (
+        "superpixels.csv")
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)

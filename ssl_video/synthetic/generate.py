@@ -12,7 +12,6 @@ The renderers (:func:`render_sequence`, :func:`render_take`) live in :mod:`ssl_v
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import shutil
@@ -267,7 +266,10 @@ def make_all(root: str | Path, seed: int = 0, small: bool = True, what: Sequence
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: ``python tools/make_synthetic.py --out data/synthetic --seed 0 [--what davis,takes] [--size medium]``."""
-    parser = argparse.ArgumentParser(description="Write synthetic DAVIS / Kinetics / multi-view take data sets.")
+    from ssl_video.cli import Parser  # one-line errors, exit 2
+
+    parser = Parser(prog="ssl-video-make-synthetic", description="Write synthetic DAVIS / Kinetics / multi-view take "
+                    "data sets.", epilog="example: ssl-video-make-synthetic --out data/synthetic --what kinetics,davis")
     parser.add_argument("--out", default="data/synthetic", help="output root (default: data/synthetic)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--what", default=",".join(KINDS), help=f"comma-separated subset of {','.join(KINDS)}")
@@ -278,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         paths = make_all(args.out, args.seed, small=args.size == "small", what=what, progress=True)
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 2
     for kind, path in paths.items():
         print(f"{kind}: {path} ({sum(1 for _ in path.rglob('*.mp4'))} mp4)")
     return 0

@@ -42,6 +42,7 @@ def _submit(cluster, shards: Path, out: Path, steps: int, ckpt_every: int, worke
     proc = subprocess.run(
         [
             sys.executable, "launch/submit.py", "--nodes", "2", "--method", "walk_superpixel",
+            "--gpus-per-node", "0",  # the test cluster has no GPUs (the default preset asks for 8 per node)
             "--cpus-per-task", "1", "--mem-gb", "1", "--time", "60",  # > 10 min: a signal is a preemption
             f"data.root={shards / 'train'}", "data.crop_size=64", f"data.num_workers={workers}", "data.epoch_length=4",
             "train.batch_size=2", f"train.steps={steps}", f"train.ckpt_every={ckpt_every}", "train.log_every=1",

@@ -239,6 +239,6 @@ def test_cli_writes_and_reports_errors_in_one_line(tmp_path, capsys):
     assert "davis:" in capsys.readouterr().out and (tmp_path / "davis/ImageSets/2017/val.txt").is_file()
     proc = subprocess.run([sys.executable, str(REPO / "tools/make_synthetic.py"), "--out", str(tmp_path),
                            "--what", "davis,imagenet"], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # an input error
     expected = "error: unknown data set ['imagenet']; choose from davis, kinetics, takes"
     assert proc.stderr.strip().splitlines() == [expected]
