@@ -36,7 +36,7 @@ setup(
         "console_scripts": [
             "ssl-video-train=ssl_video.train:main",
             "ssl-video-submit=ssl_video.launch_cli:main",
-            "ssl-video-make-shards=ssl_video.packing.shards:main",
+            "ssl-video-make-shards=ssl_video.packing.cli:main",
             "ssl-video-make-synthetic=ssl_video.synthetic.generate:main",
         ],
     },

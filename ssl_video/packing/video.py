@@ -4,6 +4,7 @@
 - :func:`iter_frames` streams ``(H, W, 3) uint8`` RGB frames, upright, scaled so the short side is ``short_side``,
   resampled to ``fps`` (output frame ``k`` shows the source frame on screen at ``(k + 0.5) / fps``).
 - :func:`count_frames` predicts how many frames :func:`iter_frames` yields, from packet timestamps only (no decoding).
+- :func:`declared_frames` is what the container header promises; :func:`is_truncated` compares (a cut-off file).
 - :class:`H264Writer` encodes frames into an in-memory mp4: short GOP (random access decodes few frames), no audio,
   byte-identical output for identical input (single-threaded x264, no mb-tree).
 
@@ -116,6 +117,34 @@ def _num_output_frames(first_t: float, last_t: float, src_rate: float, fps: floa
     """Frames at ``fps`` covering source frames shown from ``first_t`` to ``last_t + 1/src_rate``."""
     step = 1.0 / src_rate if src_rate > 0 else 1.0 / fps
     return int(math.floor((last_t - first_t + step) * fps + 0.5))
+
+
+def declared_frames(path: str | Path, fps: float) -> int | None:
+    """Frames at ``fps`` that the container's header promises (its frame count, else its duration); None if silent.
+
+    A file cut short (a partial download) often keeps its header: decoding then yields fewer frames than this."""
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        seconds = None
+        if stream.frames and _rate(stream) > 0:
+            seconds = stream.frames / _rate(stream)
+        elif stream.duration is not None and stream.time_base is not None:
+            seconds = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            seconds = container.duration / 1e6
+        return int(math.floor(seconds * fps + 0.5)) if seconds and seconds > 0 else None
+    finally:
+        container.close()
+
+
+def is_truncated(frames: int, declared: int | None, cap: int = 0) -> bool:
+    """Fewer frames than declared (up to ``cap`` when > 0), beyond a tolerance of 2 frames or 2% (containers' durations
+    include audio and rounding: whole files measured 1-2 frames under their header)."""
+    if declared is None:
+        return False
+    expected = min(declared, cap) if cap > 0 else declared
+    return frames < expected - max(2, math.ceil(0.02 * expected))
 
 
 def count_frames(path: str | Path, fps: float) -> int:
