@@ -21,6 +21,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
 
@@ -186,8 +187,11 @@ def iter_frames(path: str | Path, fps: float, short_side: int, start: int = 0, c
         prev, prev_t, first_t, turns, coded = None, 0.0, None, 0, None
         decoded = 0
 
+        # one reformatter for all frames: frame.reformat() builds a new swscale context per call (6x slower, measured)
+        reformatter = VideoReformatter()
+
         def emit(frame) -> np.ndarray:
-            rgb = frame.reformat(width=coded[0], height=coded[1], format="rgb24").to_ndarray()
+            rgb = reformatter.reformat(frame, width=coded[0], height=coded[1], format="rgb24").to_ndarray()
             return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
 
         frames = container.decode(stream)
@@ -241,6 +245,7 @@ class H264Writer:
         if width % 2 or height % 2:
             raise VideoError(f"H.264 yuv420p needs even width and height, got {width}x{height}")
         self.width, self.height, self.frames = width, height, 0
+        self._reformatter = VideoReformatter()
         self._buffer = io.BytesIO()
         self._container = av.open(self._buffer, "w", format="mp4")
         rate = Fraction(fps).limit_denominator(1001)
@@ -261,6 +266,8 @@ class H264Writer:
         if rgb.shape != (self.height, self.width, 3):
             raise VideoError(f"frame shape {rgb.shape} != {(self.height, self.width, 3)}")
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        # convert with a reused context (the encoder's own conversion costs ~12% more; the bytes are identical)
+        frame = self._reformatter.reformat(frame, width=self.width, height=self.height, format="yuv420p")
         frame.pts, frame.time_base = self.frames, self._time_base
         self._container.mux(self._stream.encode(frame))
         self.frames += 1
