@@ -17,6 +17,10 @@ import numpy as np
 from ssl_video.packing.inputs import Item, PackError, frame_labels
 from ssl_video.packing.video import H264Writer, VideoError, count_frames, declared_frames, is_truncated, iter_frames
 
+# frames per superpixel call: slic_fast on batches of 8 measured 25-30% less CPU per frame than on a whole 250-frame
+# clip (cache), and a fixed chunk keeps its batch-level stopping rule, so the maps, the same for every run
+SEGMENT_CHUNK = 8
+
 
 def plain(node) -> dict:
     """A config section (dataclass, omegaconf node or dict) as a plain dict."""
@@ -73,7 +77,9 @@ def _encode_view(frames: Iterable[np.ndarray], pc: dict, sp: dict[str, tuple[int
         raise VideoError("no frames decoded")
     maps = {}
     for algo, (stride, params) in sp.items():
-        maps[algo] = (segment(np.stack(picked[algo]), algo, **params), list(range(0, writer.frames, stride)))
+        chunks = [segment(np.stack(picked[algo][i:i + SEGMENT_CHUNK]), algo, **params)
+                  for i in range(0, len(picked[algo]), SEGMENT_CHUNK)]
+        maps[algo] = (np.concatenate(chunks), list(range(0, writer.frames, stride)))
     return writer.close(), writer.frames, (writer.width, writer.height), maps
 
 

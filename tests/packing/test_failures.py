@@ -172,3 +172,36 @@ def test_ctrl_c_is_one_line_and_keeps_finished_shards(shared_videos, tmp_path, c
     monkeypatch.setattr(packing, "work", real)
     assert cli.main(args) == 0
     assert json.loads((tmp_path / "out" / "train" / "manifest.json").read_text())["packed"] == 2
+
+
+def _remux_mkv(src: Path, dst: Path) -> None:
+    import av
+
+    with av.open(str(src)) as inp, av.open(str(dst), "w", format="matroska") as out:
+        stream = out.add_stream_from_template(inp.streams.video[0])
+        for packet in inp.demux(inp.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+
+
+def test_truncated_view_of_a_take_is_flagged_per_view(synthetic_root, tmp_path):
+    from ssl_video.config import PackConfig, SuperpixelConfig
+
+    take = tmp_path / "takes" / "take-000"
+    shutil.copytree(synthetic_root / "takes" / "take-000", take)
+    _remux_mkv(take / "cam1.mp4", tmp_path / "cam1.mkv")
+    (take / "cam1.mp4").unlink()
+    data = (tmp_path / "cam1.mkv").read_bytes()
+    (take / "cam1.mkv").write_bytes(data[: len(data) // 2])  # header (with its duration) kept, second half lost
+    cfg = PackConfig(kind="takes", input=str(tmp_path / "takes"), output=str(tmp_path / "out"), short_side=64,
+                     split_ratios=[1.0], max_frames=0)
+    summary = packing.pack(cfg, SuperpixelConfig(algos={}), progress=False)["train"]
+    assert summary["packed"] == 1
+    (entry,) = summary["truncated"]
+    whole, cut = entry["frames"][0], entry["frames"][1]
+    assert entry["declared_frames"][1] == entry["declared_frames"][0] == whole  # the header still promises all
+    assert cut < whole * 0.75 and entry["input"] == "take-000"
+    shard = next((tmp_path / "out" / "train").glob("shard-*.tar"))
+    meta = json.loads(next(iter(wds.WebDataset(str(shard), shardshuffle=False)))["json"])
+    assert meta["truncated"] is True and meta["view_frames"] == entry["frames"]
