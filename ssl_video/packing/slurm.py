@@ -78,10 +78,10 @@ def submit_jobs(pack_cfg: dict, sp_cfg: dict, tasks: int, folder: Path, params: 
 
 def submit(cfg, args) -> int:
     """``--slurm``: check the settings and inputs here (fail in one line, not in N jobs), then submit."""
-    if shutil.which("sbatch") is None:
-        raise PackError("--slurm needs SLURM's sbatch on PATH (run on a login node), or pack here without --slurm")
     if args.nodes < 1 or args.cpus_per_task < 1 or args.mem_gb < 1 or args.time < 1:
         raise PackError("--nodes, --cpus-per-task, --mem-gb and --time must be >= 1")
+    if shutil.which("sbatch") is None:
+        raise PackError("--slurm needs SLURM's sbatch on PATH (run on a login node), or pack here without --slurm")
     pack_cfg, sp_cfg = plain(cfg.pack), plain(cfg.superpixels)
     check_settings(pack_cfg, sp_plan(sp_cfg))
     splits, _ = discover(pack_cfg)

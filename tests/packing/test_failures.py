@@ -112,6 +112,7 @@ def test_split_where_every_input_fails_leaves_no_manifest(shared_videos, tmp_pat
     (["pack.nosuchkey=1"], "nosuchkey"),
     (["--task", "2/2"], "--task 2/2: need 0 <= K < N"),
     (["--bogus"], "unrecognized arguments: --bogus"),
+    (["--slurm", "--nodes", "0"], "--nodes, --cpus-per-task, --mem-gb and --time must be >= 1"),
 ])
 def test_settings_errors_are_one_line_exit_2(shared_videos, tmp_path, capsys, extra, message):
     (tmp_path / "list.txt").write_text("h265_video.mp4\n")
@@ -205,3 +206,15 @@ def test_truncated_view_of_a_take_is_flagged_per_view(synthetic_root, tmp_path):
     shard = next((tmp_path / "out" / "train").glob("shard-*.tar"))
     meta = json.loads(next(iter(wds.WebDataset(str(shard), shardshuffle=False)))["json"])
     assert meta["truncated"] is True and meta["view_frames"] == entry["frames"]
+
+
+def test_slurm_without_sbatch_is_one_line(shared_videos, tmp_path, capsys, monkeypatch):
+    import ssl_video.packing.slurm as slurm
+
+    monkeypatch.setattr(slurm.shutil, "which", lambda name: None)
+    (tmp_path / "list.txt").write_text("h265_video.mp4\n")
+    args = FAST + [f"pack.input={shared_videos}", f"pack.annotations={tmp_path / 'list.txt'}",
+                   f"pack.output={tmp_path / 'out'}", "--slurm", "--nodes", "2"]
+    assert cli.main(args) == 2
+    assert "--slurm needs SLURM's sbatch on PATH" in _one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "out").exists()
