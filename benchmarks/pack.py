@@ -55,14 +55,14 @@ def _timed(fn, repeats: int, warm_up: bool = True) -> tuple[float, float]:
     return statistics.median(walls), statistics.median(cpus)
 
 
-def _study_presets(item: Item, pc: dict, strides: list[int], repeats: int) -> None:
+def _study_presets(item: Item, pc: dict, strides: list[int], algos: list[str], repeats: int) -> None:
     wall, cpu = _timed(lambda: make_sample(item, pc, {}, []), repeats)
     print(f"{'superpixels':12s} {'segments':>8s} {'stride':>6s} {'maps':>5s} {'CPU s/clip':>10s} "
           f"{'clips/s/core':>12s} {'(wall)':>7s}")
     print(f"{'none':12s} {'-':>8s} {'-':>6s} {0:5d} {cpu:10.3f} {1 / cpu:12.2f} {1 / wall:7.2f}")
     frames = pc["max_frames"]
     for stride in strides:
-        for algo in ("slic_fast", "slic"):
+        for algo in algos:
             for n in STUDY_SEGMENTS:
                 params = {"n_segments": n, "compactness": STUDY_COMPACTNESS}
                 params.update({"start_label": 0} if algo == "slic" else {})
@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--presets", action="store_true", help="the study's SLIC presets, slic_fast and slic")
     parser.add_argument("--strides", default="1,4", help="--presets: superpixel frame strides to measure")
+    parser.add_argument("--algos", default="slic_fast,slic", help="--presets: algorithms to measure")
     args = parser.parse_intermixed_args(argv)
     import torch
 
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (others' load slows wall figures)")
     item = Item("bench", "train", None, [str(video)], video.name)
     if args.presets:
-        _study_presets(item, pc, strides, args.repeats)
+        _study_presets(item, pc, strides, args.algos.split(","), args.repeats)
         tmp.cleanup()
         return 0
     plan = sp_plan(spc)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from ssl_video.packing.inputs import PackError
@@ -94,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
     except OSError as exc:  # disk full, read-only output, permissions: the environment, not a bug
         print(f"error: {exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}", file=sys.stderr)
+    except BrokenProcessPool:  # the kernel killed a worker: almost always memory (the OOM killer)
+        print("error: a packing worker was killed (out of memory?); finished shards are kept: rerun, with fewer "
+              "--workers if it happens again", file=sys.stderr)
     except KeyboardInterrupt:
         print("interrupted: finished shards are kept; rerun the same command to resume", file=sys.stderr)
         return 130

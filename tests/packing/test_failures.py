@@ -218,3 +218,23 @@ def test_slurm_without_sbatch_is_one_line(shared_videos, tmp_path, capsys, monke
     assert cli.main(args) == 2
     assert "--slurm needs SLURM's sbatch on PATH" in _one_error_line(capsys.readouterr().err)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow  # spawns worker processes twice (imports torch in each)
+def test_worker_killed_by_the_kernel_is_one_line(shared_videos, tmp_path, capsys, monkeypatch):
+    """A worker SIGKILLed (what the OOM killer does) mid-run: one line, exit 2, and the rerun completes."""
+    monkeypatch.setattr(packing, "work", _suicide)
+    (tmp_path / "list.txt").write_text("h265_video.mp4\nrotated_90.mov\n")
+    args = FAST + [f"pack.input={shared_videos}", f"pack.annotations={tmp_path / 'list.txt'}",
+                   f"pack.output={tmp_path / 'out'}", "--workers", "2"]
+    assert cli.main(args) == 2
+    assert "a packing worker was killed (out of memory?)" in _one_error_line(capsys.readouterr().err)
+    monkeypatch.undo()
+    assert cli.main(args) == 0
+
+
+def _suicide(task):
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
