@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides += [f"pack.workers={workers}"] if workers else []
     overrides += [f"pack.shard_size={args.shard_size}"] if args.shard_size else []
     overrides += ["pack.strict=true"] if args.strict else []
+    cfg = None
     try:
         cfg = load_config(overrides)
         if args.slurm:
@@ -94,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, PackError) as exc:
         print(f"error: {exc}", file=sys.stderr)
     except OSError as exc:  # disk full, read-only output, permissions: the environment, not a bug
-        print(f"error: {exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}", file=sys.stderr)
+        where = f" (packing into {cfg.pack.output})" if cfg is not None else ""
+        print(f"error: {exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}{where}", file=sys.stderr)
     except BrokenProcessPool:  # the kernel killed a worker: almost always memory (the OOM killer)
         print("error: a packing worker was killed (out of memory?); finished shards are kept: rerun, with fewer "
               "--workers if it happens again", file=sys.stderr)

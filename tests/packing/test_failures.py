@@ -148,7 +148,8 @@ def test_full_disk_is_one_line_and_leaves_no_partial_shard(shared_videos, tmp_pa
     args = FAST + [f"pack.input={shared_videos}", f"pack.annotations={tmp_path / 'list.txt'}",
                    f"pack.output={tmp_path / 'out'}"]
     assert cli.main(args) == 2
-    assert _one_error_line(capsys.readouterr().err) == "error: No space left on device"
+    line = _one_error_line(capsys.readouterr().err)
+    assert line == f"error: No space left on device (packing into {tmp_path / 'out'})"
     assert [p.name for p in (tmp_path / "out" / "train").rglob("*") if p.is_file()] == []
 
 
