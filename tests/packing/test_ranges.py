@@ -86,3 +86,19 @@ def test_submitit_array_runs_the_tasks(synthetic_root, tmp_path):
     assert merge_job is None and len(jobs) == 2
     assert [sorted(j.result()) for j in jobs] == [["train"], ["val"]]
     assert {s: m["packed"] for s, m in packing.merge(cfg, plain(SP)).items()} == {"train": 9, "val": 9}
+
+
+def test_cli_task_ranges_by_hand_then_merge(shared_videos, tmp_path, capsys):
+    from ssl_video.packing import cli
+
+    (tmp_path / "list.txt").write_text("h265_video.mp4\nrotated_90.mov\n")
+    args = ["pack.kind=filelist", f"pack.input={shared_videos}", f"pack.annotations={tmp_path / 'list.txt'}",
+            f"pack.output={tmp_path / 'out'}", "pack.short_side=32", "superpixels.frame_stride=1000",
+            "--shard-size", "1", "--no-progress"]
+    assert cli.main(args + ["--merge"]) == 2  # nothing packed yet: no manifest
+    assert "error: 2 shard(s) not packed yet (first: train/shard-000000)" in capsys.readouterr().err
+    assert cli.main(args + ["--task", "1/2"]) == 0 and cli.main(args + ["--task", "0/2"]) == 0
+    assert not (tmp_path / "out" / "train" / "manifest.json").exists()
+    assert cli.main(args + ["--merge"]) == 0
+    assert "train: 2 packed, 0 failed of 2 inputs, 2 shards" in capsys.readouterr().out
+    assert json.loads((tmp_path / "out" / "train" / "manifest.json").read_text())["packed"] == 2
