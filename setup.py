@@ -47,7 +47,7 @@ setup(
         "console_scripts": [
             "ssl-video-train=ssl_video.train:main",
             "ssl-video-submit=ssl_video.launch:main",
-            "ssl-video-make-shards=ssl_video.packing.shards:main",
+            "ssl-video-make-shards=ssl_video.packing.cli:main",
             "ssl-video-make-synthetic=ssl_video.synthetic.generate:main",
             "ssl-video-inspect-shards=ssl_video.packing.inspect_shards:main",
             "ssl-video-export=ssl_video.export:main",

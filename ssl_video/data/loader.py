@@ -23,6 +23,7 @@ import random
 import signal
 from pathlib import Path
 from types import SimpleNamespace
+from urllib.parse import urlparse
 
 import numpy as np
 import torch
@@ -30,6 +31,7 @@ import webdataset as wds
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from ssl_video.config import ConfigError
 from ssl_video.data import sampling
 from ssl_video.data.augment import PRESETS, augment_clip
 from ssl_video.data.decode import DECODERS, decode_frames, resolve_decoder
@@ -37,16 +39,33 @@ from ssl_video.data.decode import DECODERS, decode_frames, resolve_decoder
 log = logging.getLogger(__name__)
 
 
-def shard_list(root: str | Path) -> list[str]:
-    """Shard paths of a shard set, from its manifest.json (shards of zero samples are never listed)."""
-    root = Path(root)
-    manifest = root / "manifest.json"
-    if not manifest.is_file():
-        raise FileNotFoundError(f"no manifest.json in shard set {root} (make it with tools/make_shards.py)")
-    shards = [root / s["name"] for s in json.loads(manifest.read_text())["shards"] if s.get("samples", 1) > 0]
+def shard_list(root: str | Path, allow_pipe: bool = False) -> list[str]:
+    """Shard paths of a shard set, from its manifest.json (shards of zero samples are never listed).
+
+    A ``root`` with a URL scheme (``pipe:``, ``http:``, ``gs:``, ...) would be opened by webdataset through a shell
+    or a subprocess (``pipe:`` runs its text as a shell command): :class:`ConfigError` unless ``allow_pipe``; then the
+    manifest and shards are read through webdataset (``<root>/manifest.json``, ``<root>/<shard>``).
+    A shard set that lists no shards is a :class:`ConfigError` too (one line for the trainer, exit 2).
+    """
+    text = str(root)
+    remote = bool(urlparse(text).scheme) and not text.startswith("file:")
+    if remote and not allow_pipe:
+        raise ConfigError(f"data.root '{text}' is a URL or a pipe: command, not a shard-set folder; webdataset would "
+                          "run it through a shell or a subprocess. Give a local folder, or set data.allow_pipe=true")
+    if remote:
+        with wds.gopen(f"{text.rstrip('/')}/manifest.json") as f:
+            listed = json.loads(f.read())["shards"]
+        shards = [f"{text.rstrip('/')}/{s['name']}" for s in listed if s.get("samples", 1) > 0]
+    else:
+        root = Path(text.removeprefix("file:"))
+        manifest = root / "manifest.json"
+        if not manifest.is_file():
+            raise FileNotFoundError(f"no manifest.json in shard set {root} (make it with tools/make_shards.py)")
+        shards = [str(root / s["name"]) for s in json.loads(manifest.read_text())["shards"] if s.get("samples", 1) > 0]
     if not shards:
-        raise ValueError(f"shard set {root} lists no shards")
-    return [str(s) for s in shards]
+        raise ConfigError(f"shard set {text} lists no shards (nothing was packed into it): repack it with "
+                          "tools/make_shards.py or point data.root at another")
+    return shards
 
 
 def shards_for(shards: list[str], rank: int, world_size: int, worker: int, num_workers: int) -> list[str]:
@@ -172,7 +191,7 @@ class ShardStream(IterableDataset):
             raise ValueError(f"data.epoch_length ({cfg.epoch_length}) and batch_size ({batch_size}) must be >= 1")
         self.cfg, self.batch_size, self.ctx = plain_config(cfg), batch_size, ctx
         self.rank, self.world_size, self.seed, self.epoch = rank, world_size, seed, epoch
-        self.shards = shard_list(cfg.root)
+        self.shards = shard_list(cfg.root, allow_pipe=getattr(self.cfg, "allow_pipe", False))
 
     def __len__(self) -> int:
         return self.cfg.epoch_length

@@ -14,6 +14,7 @@ from ssl_video.schema import choice
 class DataConfig:
     name: str = "synthetic"
     root: str = "shards/synthetic/kinetics/train"  # a shard set: a folder with manifest.json and its shards
+    allow_pipe: bool = False  # let data.root be a URL / pipe: command (webdataset runs those through a shell)
     sampling: str = choice("clip", SAMPLINGS)  # clip: T frames at a stride | frames: N independent frames of a video
     clip_len: int = 4
     frame_stride: int = 4

@@ -69,8 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"{folder}: dataset={manifest.get('dataset')} split={manifest.get('split')} "
           f"tool_version={manifest.get('tool_version')} classes={len(manifest.get('classes', []))}")
-    print(f"inputs {manifest['inputs']}, packed {manifest['packed']}, failed {len(manifest['failed'])}, "
-          f"shards {len(manifest['shards'])}")
+    truncated = manifest.get("truncated", [])  # tool_version >= 1.1
+    print(f"inputs {manifest['inputs']}, packed {manifest['packed']} ({len(truncated)} truncated), "
+          f"failed {len(manifest['failed'])}, shards {len(manifest['shards'])}")
     bad = 0
     for shard in manifest["shards"]:
         path = folder / shard["name"]
@@ -80,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
             status = "MISSING" if not path.is_file() else ("ok" if sha256_file(path) == shard["sha256"] else "BAD")
         bad += status in ("MISSING", "BAD")
         print(f"  {shard['name']}  {shard['samples']:5d} samples  sha256 {shard['sha256'][:12]}…  {status}")
+    for t in truncated:
+        print(f"  truncated: {t['input']}: {t['frames']} of {t['declared_frames']} declared frames")
     for failed in manifest["failed"]:
         print(f"  failed: {failed['input']}: {failed['reason']}")
     if bad:

@@ -1,4 +1,4 @@
-"""Pack videos into WebDataset shard sets (docs/design.md "Shard sets"): ``python tools/make_shards.py key=value ...``.
+"""Pack videos into WebDataset shard sets (docs/design.md "Shard sets"; usage in docs/packing.md).
 
 Inputs (``pack.kind``): ``kinetics`` (``<root>/<split>/<class>/<ytid>_<start>_<end>.<ext>``, optionally with the
 Kinetics CSV(s) in ``pack.annotations``), ``filelist`` (CSV with a ``path`` column [``label``, ``split``] or one
@@ -8,11 +8,12 @@ Each input becomes one sample; each split one shard set ``<output>/<split>/`` wi
 Shard ``i`` of a split holds the ``i``-th chunk of ``pack.shard_size`` inputs of a seeded permutation, whatever the
 worker count, and its bytes depend only on those inputs and the config (fixed tar headers, deterministic x264), so a
 rerun verifies the shards a previous run completed (sha256 in ``.pack/shard-*.json``) and packs only the rest.
+The same holds across machines: :func:`pack` with ``task=(k, n)`` packs the ``k``-th of ``n`` contiguous ranges of
+shards (a SLURM array task) and :func:`merge` writes the manifests once every range is done.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import io
@@ -20,149 +21,35 @@ import json
 import os
 import sys
 import tarfile
-import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from ssl_video.packing.inputs import Item, PackError, discover, frame_labels
-from ssl_video.packing.video import H264Writer, VideoError, count_frames, iter_frames
+from ssl_video.packing.inputs import Item, PackError, discover
+from ssl_video.packing.sample import check_settings, make_sample, npz_bytes, plain, sp_plan, work
 
-TOOL_VERSION = "1.0"
+__all__ = ["TOOL_VERSION", "PackError", "make_sample", "merge", "npz_bytes", "pack", "sp_plan", "task_ranges",
+           "write_tar"]
+TOOL_VERSION = "1.1"  # 1.1: sample json gains truncated / declared_frames, manifests a truncated list
 _UNHASHED = ("output", "workers", "strict")  # settings that do not change shard bytes
+_plain = plain  # older name (benchmarks)
 
 
-def _plain(node) -> dict:
-    if dataclasses.is_dataclass(node):
-        return dataclasses.asdict(node)
-    try:
-        from omegaconf import OmegaConf
+@dataclasses.dataclass
+class SplitPlan:
+    """One split's shards: ``shards[i]`` is the inputs of shard ``i``; ``states[i]`` its resume state once done."""
 
-        return OmegaConf.to_container(node, resolve=True)
-    except ValueError:
-        return dict(node)
-
-
-def sp_plan(sp_cfg: dict) -> dict[str, tuple[int, dict]]:
-    """``{algo: (frame_stride, skimage params)}``; a ``frame_stride`` in an algorithm's params overrides the global.
-
-    An algorithm set to null (``superpixels.algos.slic=null``) is not packed: how to pack only ``slic_fast``."""
-    plan = {}
-    for algo, params in (sp_cfg.get("algos") or {}).items():
-        if params is None:
-            continue
-        params = dict(params)
-        stride = int(params.pop("frame_stride", sp_cfg.get("frame_stride", 1)))
-        if stride < 1:
-            raise PackError(f"superpixels frame_stride for {algo} must be >= 1, got {stride}")
-        plan[algo] = (stride, params)
-    return plan
+    folder: Path
+    shards: list[list[Item]]
+    fingerprints: list[str]
+    pre_failed: list[dict]
+    states: list[dict | None]
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# One sample (runs in a worker process)
-# ---------------------------------------------------------------------------------------------------------------
-def npz_bytes(labels: np.ndarray) -> bytes:
-    """``np.savez_compressed(labels=...)`` with a fixed zip timestamp (numpy stamps the current time)."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        info = zipfile.ZipInfo("labels.npy", date_time=(1980, 1, 1, 0, 0, 0))
-        info.compress_type = zipfile.ZIP_DEFLATED
-        with archive.open(info, "w", force_zip64=True) as f:
-            np.lib.format.write_array(f, np.ascontiguousarray(labels), allow_pickle=False)
-    return buffer.getvalue()
-
-
-def _encode_view(frames: Iterable[np.ndarray], pc: dict, sp: dict[str, tuple[int, dict]]):
-    """Encode one view; returns (mp4 bytes, frame count, (w, h), {algo: (labels, frame_index)})."""
-    from ssl_video.superpixels.segment import segment
-
-    writer, picked = None, {algo: [] for algo in sp}
-    for i, rgb in enumerate(frames):
-        if writer is None:
-            writer = H264Writer(rgb.shape[1], rgb.shape[0], pc["fps"], pc["gop"], pc["crf"], pc["preset"])
-        writer.write(rgb)
-        for algo, (stride, _) in sp.items():
-            if i % stride == 0:
-                picked[algo].append(rgb)
-    if writer is None:
-        raise VideoError("no frames decoded")
-    maps = {}
-    for algo, (stride, params) in sp.items():
-        maps[algo] = (segment(np.stack(picked[algo]), algo, **params), list(range(0, writer.frames, stride)))
-    return writer.close(), writer.frames, (writer.width, writer.height), maps
-
-
-def _take_range(item: Item, pc: dict) -> tuple[list[int], int, int]:
-    """Per-view start frames and (timeline start, length) at the output rate; VideoError if views cannot align."""
-    ann_fps = float(item.annotation.get("fps") or pc["fps"])
-    offsets = [int(round(item.offsets.get(cam, 0) * pc["fps"] / ann_fps)) for cam in item.cameras]
-    counts = [count_frames(path, pc["fps"]) for path in item.paths]
-    lo = max(0, *(-o for o in offsets))
-    hi = min(n - o for n, o in zip(counts, offsets))
-    if pc["max_frames"] > 0:
-        hi = min(hi, lo + pc["max_frames"])
-    if hi - lo < 1:
-        detail = ", ".join(f"{c}: {n} frames offset {o}" for c, n, o in zip(item.cameras, counts, offsets))
-        raise VideoError(f"views cannot be aligned (no common frame): {detail}")
-    return [lo + o for o in offsets], lo, hi - lo
-
-
-def make_sample(item: Item, pc: dict, sp: dict[str, tuple[int, dict]], classes: list[str]) -> list[tuple[str, bytes]]:
-    """Transcode + superpixels for one input -> tar members ``[(name, bytes)]``; raises VideoError."""
-    meta = {"source": item.source, "dataset": pc["kind"], "label": item.label,
-            "label_idx": classes.index(item.label) if item.label in classes else -1, "fps": pc["fps"],
-            "codec": "h264", "gop": pc["gop"], "split": item.split}
-    members, sp_meta = [], {}
-    if item.cameras is None:
-        count = pc["max_frames"] or None
-        mp4, n, (w, h), maps = _encode_view(iter_frames(item.paths[0], pc["fps"], pc["short_side"], 0, count), pc, sp)
-        members.append((f"{item.key}.mp4", mp4))
-        for algo, (labels, index) in maps.items():
-            members.append((f"{item.key}.sp.{algo}.npz", npz_bytes(labels)))
-            sp_meta[algo] = {"params": sp[algo][1], "frame_index": index}
-        meta.update(num_frames=n, width=w, height=h, views=1)
-    else:
-        starts, lo, n = _take_range(item, pc)
-        size = None
-        for v, (path, start) in enumerate(zip(item.paths, starts)):
-            frames = iter_frames(path, pc["fps"], pc["short_side"], start, n, size)
-            try:
-                mp4, got, size, maps = _encode_view(frames, pc, sp)
-            except VideoError as exc:
-                raise VideoError(f"{item.cameras[v]}: {exc}") from None
-            if got != n:
-                raise VideoError(f"{item.cameras[v]}: decoded {got} of the {n} frames its packets promise")
-            members.append((f"{item.key}.view{v}.mp4", mp4))
-            for algo, (labels, index) in maps.items():
-                members.append((f"{item.key}.view{v}.sp.{algo}.npz", npz_bytes(labels)))
-                sp_meta[algo] = {"params": sp[algo][1], "frame_index": index}
-        meta.update(num_frames=n, width=size[0], height=size[1], views=len(item.paths), cameras=item.cameras,
-                    timeline_start=lo)
-        if item.annotation.get("segments") is not None:
-            ann_fps = float(item.annotation.get("fps") or pc["fps"])
-            names = frame_labels(item.annotation["segments"], lo, n, pc["fps"], ann_fps, pc["background_ratio"])
-            meta.update(frame_labels=names, frame_label_idx=[classes.index(x) for x in names])
-    meta["superpixels"] = sp_meta
-    members.insert(len(item.paths), (f"{item.key}.json", json.dumps(meta, sort_keys=True).encode()))
-    return members
-
-
-def _work(task: tuple) -> tuple[str, object]:
-    """Worker entry: ``("ok", members)`` or ``("failed", reason)``; never raises for a bad input."""
-    item, pc, sp, classes = task
-    try:
-        return "ok", make_sample(item, pc, sp, classes)
-    except (VideoError, PackError) as exc:
-        return "failed", str(exc)
-    except Exception as exc:  # one bad file must not stop a multi-hour run; the reason is kept in the manifest
-        return "failed", f"internal error {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Shards
+# Shard files and their resume state
 # ---------------------------------------------------------------------------------------------------------------
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
@@ -174,11 +61,15 @@ def sha256_file(path: Path) -> str:
 
 def _atomic_write(path: Path, write: Callable[[object], None]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not leave a partial shard behind
+        raise
 
 
 def write_tar(path: Path, members: list[tuple[str, bytes]]) -> None:
@@ -199,8 +90,9 @@ def _write_json(path: Path, obj: dict) -> None:
     _atomic_write(path, lambda f: f.write((json.dumps(obj, indent=1, sort_keys=True) + "\n").encode()))
 
 
-def _shard_done(folder: Path, index: int, fingerprint: str) -> dict | None:
-    """The state of shard ``index`` if a previous run completed it with this config and its bytes verify."""
+def _shard_done(folder: Path, index: int, fingerprint: str, verify: bool = True) -> dict | None:
+    """The state of shard ``index`` if a previous run completed it with this config and its file checks out:
+    sha256 with ``verify``, else the size only (merging trusts the task that wrote and hashed it)."""
     state_path = folder / ".pack" / f"shard-{index:06d}.json"
     try:
         state = json.loads(state_path.read_text())
@@ -208,10 +100,12 @@ def _shard_done(folder: Path, index: int, fingerprint: str) -> dict | None:
         return None
     if state.get("fingerprint") != fingerprint:
         return None
-    if state["samples"] and not (
-        (folder / state["name"]).is_file() and sha256_file(folder / state["name"]) == state["sha256"]
-    ):
-        return None
+    if state["samples"]:
+        path = folder / state["name"]
+        if not path.is_file() or path.stat().st_size != state.get("bytes"):
+            return None
+        if verify and sha256_file(path) != state["sha256"]:
+            return None
     return state
 
 
@@ -222,36 +116,86 @@ def _fingerprint(pc: dict, sp_cfg: dict, classes: list[str], items: list[Item]) 
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def pack(pack_cfg, sp_cfg, progress: bool = True, after_shard: Callable[[str, int], None] | None = None) -> dict:
-    """Pack according to ``pack_cfg`` (PackConfig) and ``sp_cfg`` (SuperpixelConfig); returns per-split summaries.
-
-    ``after_shard(split, index)`` runs after each shard is written (tests use it to simulate a killed run).
-    Raises :class:`PackError` (one line) for a missing input root or malformed annotation file.
-    """
-    pc, spc = _plain(pack_cfg), _plain(sp_cfg)
-    if pc["shard_size"] < 1 or pc["workers"] < 1:
-        raise PackError(f"pack.shard_size and pack.workers must be >= 1, got {pc['shard_size']}, {pc['workers']}")
-    sp = sp_plan(spc)
+# ---------------------------------------------------------------------------------------------------------------
+# Planning: which inputs go to which shard, and which shards a task packs
+# ---------------------------------------------------------------------------------------------------------------
+def _plan(pc: dict, spc: dict) -> tuple[dict[str, SplitPlan], list[str]]:
     splits, classes = discover(pc)
-    out = Path(pc["output"])
-    plans, work = {}, []
+    plans = {}
     for split, (items, pre_failed) in splits.items():
         order = np.random.default_rng(pc["seed"]).permutation(len(items))
         items = [items[i] for i in order]
         shards = [items[i:i + pc["shard_size"]] for i in range(0, len(items), pc["shard_size"])]
-        folder = out / split
-        (folder / ".pack").mkdir(parents=True, exist_ok=True)
-        states = []
-        for index, chunk in enumerate(shards):
-            fingerprint = _fingerprint(pc, spc, classes, chunk)
-            state = _shard_done(folder, index, fingerprint)
-            states.append(state)
-            if state is None:
-                work.append((split, index, fingerprint, chunk))
-        plans[split] = {"folder": folder, "shards": shards, "states": states, "pre_failed": pre_failed}
-    total = sum(len(s[0]) for s in splits.values())
-    tasks = [(item, pc, sp, classes) for *_, chunk in work for item in chunk]
+        plans[split] = SplitPlan(Path(pc["output"]) / split, shards,
+                                 [_fingerprint(pc, spc, classes, chunk) for chunk in shards], pre_failed,
+                                 [None] * len(shards))
+    return plans, classes
 
+
+def task_ranges(sizes: list[int], num_tasks: int) -> list[range]:
+    """Cut shards of ``sizes`` inputs into ``num_tasks`` contiguous ranges of about equal input counts.
+
+    Shard ``i`` goes to the task whose share ``[k T/n, (k+1) T/n)`` of the ``T`` inputs holds its first input; whole
+    shards, so each task writes the very shards a single run would."""
+    total, bounds, start = sum(sizes), [0] * (num_tasks + 1), 0
+    owner = []
+    for size in sizes:
+        owner.append(min(num_tasks - 1, start * num_tasks // total) if total else 0)
+        start += size
+    for k in range(num_tasks):
+        bounds[k + 1] = bounds[k] + owner.count(k)
+    return [range(bounds[k], bounds[k + 1]) for k in range(num_tasks)]
+
+
+def _selected(plans: dict[str, SplitPlan], task: tuple[int, int] | None) -> list[tuple[str, int]]:
+    """(split, shard index) pairs to pack: all, or task ``k`` of ``n``'s contiguous range over the splits in order."""
+    pairs = [(split, i) for split, plan in plans.items() for i in range(len(plan.shards))]
+    if task is None:
+        return pairs
+    k, n = task
+    if not (n >= 1 and 0 <= k < n):
+        raise PackError(f"task {k} of {n}: need 0 <= task < tasks")
+    sizes = [len(plans[split].shards[i]) for split, i in pairs]
+    return [pairs[j] for j in task_ranges(sizes, n)[k]]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Packing
+# ---------------------------------------------------------------------------------------------------------------
+def pack(pack_cfg, sp_cfg, progress: bool = True, after_shard: Callable[[str, int], None] | None = None,
+         task: tuple[int, int] | None = None) -> dict:
+    """Pack according to ``pack_cfg`` (PackConfig) and ``sp_cfg`` (SuperpixelConfig); returns per-split summaries.
+
+    ``task=(k, n)``: pack only the ``k``-th of ``n`` contiguous shard ranges and write no manifest (:func:`merge`
+    does, once all ranges are done); the summaries then cover that range. ``after_shard(split, index)`` runs after
+    each shard is written (tests use it to simulate a killed run). Raises :class:`PackError` (one line) for bad
+    settings, a missing input root, a malformed annotation file or no inputs at all.
+    """
+    pc, spc = plain(pack_cfg), plain(sp_cfg)
+    sp = sp_plan(spc)
+    check_settings(pc, sp)
+    plans, classes = _plan(pc, spc)
+    selected = _selected(plans, task)
+    for split in {s for s, _ in selected}:
+        (plans[split].folder / ".pack").mkdir(parents=True, exist_ok=True)
+    work_list = []
+    for split, index in selected:
+        plan = plans[split]
+        plan.states[index] = _shard_done(plan.folder, index, plan.fingerprints[index])
+        if plan.states[index] is None:
+            work_list.append((split, index))
+    _pack_shards(plans, pc, sp, classes, work_list, sum(len(plans[s].shards[i]) for s, i in selected), progress,
+                 after_shard)
+    if task is None:
+        return {split: _write_manifest(plan, pc, spc, classes, split) for split, plan in plans.items()}
+    return {split: _summary(plans[split], [i for s, i in selected if s == split], pre_failed=task[0] == 0)
+            for split in dict.fromkeys(s for s, _ in selected)}
+
+
+def _pack_shards(plans: dict[str, SplitPlan], pc: dict, sp: dict, classes: list[str],
+                 work_list: list[tuple[str, int]], total: int, progress: bool,
+                 after_shard: Callable[[str, int], None] | None) -> None:
+    tasks = [(item, pc, sp, classes) for split, index in work_list for item in plans[split].shards[index]]
     from tqdm import tqdm
 
     bar = tqdm(total=total, initial=total - len(tasks), unit="clip", desc="make_shards", disable=not progress,
@@ -261,39 +205,43 @@ def pack(pack_cfg, sp_cfg, progress: bool = True, after_shard: Callable[[str, in
         executor = ProcessPoolExecutor(pc["workers"], mp_context=_spawn(), initializer=_watch_parent,
                                        initargs=(os.getpid(),))
     try:
-        results = executor.map(_work, tasks, chunksize=1) if executor else map(_work, tasks)
-        for split, index, fingerprint, chunk in work:
-            members, failed, keys = [], [], []
-            for item in chunk:
+        results = executor.map(work, tasks, chunksize=1) if executor else map(work, tasks)
+        for split, index in work_list:
+            plan = plans[split]
+            members, failed, truncated, keys = [], [], [], []
+            for item in plan.shards[index]:
                 status, value = next(results)
                 bar.update(1)
                 if status == "ok":
-                    members += value
+                    members += value[0]
                     keys.append(item.key)
+                    truncated += [value[1]] if value[1] else []
                 else:
                     failed.append({"input": item.source, "reason": value})
                     bar.write(f"failed: {item.source}: {value}", file=sys.stderr)
-            folder = plans[split]["folder"]
-            state = {"fingerprint": fingerprint, "name": f"shard-{index:06d}.tar", "samples": len(keys),
-                     "keys": keys, "failed": failed, "sha256": None}
+            state = {"fingerprint": plan.fingerprints[index], "name": f"shard-{index:06d}.tar", "samples": len(keys),
+                     "keys": keys, "failed": failed, "truncated": truncated, "sha256": None, "bytes": 0}
             if keys:
-                write_tar(folder / state["name"], members)
-                state["sha256"] = sha256_file(folder / state["name"])
-            _write_json(folder / ".pack" / f"shard-{index:06d}.json", state)
-            plans[split]["states"][index] = state
+                path = plan.folder / state["name"]
+                write_tar(path, members)
+                state["sha256"], state["bytes"] = sha256_file(path), path.stat().st_size
+            _write_json(plan.folder / ".pack" / f"shard-{index:06d}.json", state)
+            plan.states[index] = state
             if after_shard is not None:
                 after_shard(split, index)
     finally:
         bar.close()
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
-    return {split: _write_manifest(plan, pc, spc, classes, split) for split, plan in plans.items()}
 
 
 def _watch_parent(parent: int) -> None:
     """Worker initializer: exit when the packer is gone (a killed packer would otherwise leave workers blocked)."""
+    import signal
     import threading
     import time
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the packer reports it once; workers just stop with it
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -309,53 +257,45 @@ def _spawn():
     return multiprocessing.get_context("spawn")  # fork is unsafe with the threads PyAV/numpy may hold
 
 
-def _write_manifest(plan: dict, pc: dict, spc: dict, classes: list[str], split: str) -> dict:
-    states = plan["states"]
-    failed = list(plan["pre_failed"]) + [f for s in states for f in s["failed"]]
+# ---------------------------------------------------------------------------------------------------------------
+# Manifests
+# ---------------------------------------------------------------------------------------------------------------
+def _summary(plan: SplitPlan, indices: list[int], pre_failed: bool = True) -> dict:
+    states = [plan.states[i] for i in indices]
+    failed = (list(plan.pre_failed) if pre_failed else []) + [f for s in states for f in s["failed"]]
     packed = sum(s["samples"] for s in states)
-    manifest = {
-        "tool_version": TOOL_VERSION, "dataset": pc["kind"], "split": split, "classes": classes,
-        "config": {"pack": pc, "superpixels": spc},
-        "shards": [{"name": s["name"], "samples": s["samples"], "sha256": s["sha256"]} for s in states if s["samples"]],
-        "failed": failed, "inputs": packed + len(failed), "packed": packed,
-    }
-    _write_json(plan["folder"] / "manifest.json", manifest)
+    return {"shards": [{"name": s["name"], "samples": s["samples"], "sha256": s["sha256"]} for s in states
+                       if s["samples"]],
+            "failed": failed, "truncated": [t for s in states for t in s.get("truncated", [])],
+            "inputs": packed + len(failed), "packed": packed}
+
+
+def _write_manifest(plan: SplitPlan, pc: dict, spc: dict, classes: list[str], split: str) -> dict:
+    """Write ``manifest.json`` (the loader's entry point) and return it; a split with no sample packed gets none
+    (a zero-shard manifest would only fail later, in training): its failures go to ``.pack/failed.json``."""
+    manifest = {"tool_version": TOOL_VERSION, "dataset": pc["kind"], "split": split, "classes": classes,
+                "config": {"pack": pc, "superpixels": spc}, **_summary(plan, list(range(len(plan.shards))))}
+    if manifest["packed"]:
+        _write_json(plan.folder / "manifest.json", manifest)
+    else:
+        (plan.folder / "manifest.json").unlink(missing_ok=True)  # a stale one from an earlier run would mislead
+        (plan.folder / ".pack").mkdir(parents=True, exist_ok=True)
+        _write_json(plan.folder / ".pack" / "failed.json", manifest)
     return manifest
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI: ``make_shards.py pack.kind=kinetics pack.input=ROOT pack.output=OUT [--workers N] [--strict]``."""
-    parser = argparse.ArgumentParser(
-        prog="make_shards.py", description="Pack videos into WebDataset shard sets (config keys as key=value).")
-    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. pack.input=data/k400 pack.kind=kinetics")
-    parser.add_argument("--workers", type=int, help="parallel processes (pack.workers)")
-    parser.add_argument("--shard-size", type=int, help="inputs per shard (pack.shard_size)")
-    parser.add_argument("--strict", action="store_true", help="exit non-zero if any input failed (pack.strict)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    args = parser.parse_intermixed_args(argv)
-    from ssl_video.config import ConfigError, load_config
-
-    overrides = list(args.overrides)
-    overrides += [f"pack.workers={args.workers}"] if args.workers else []
-    overrides += [f"pack.shard_size={args.shard_size}"] if args.shard_size else []
-    overrides += ["pack.strict=true"] if args.strict else []
-    try:
-        cfg = load_config(overrides)
-        summary = pack(cfg.pack, cfg.superpixels, progress=not args.no_progress)
-    except (ConfigError, PackError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    packed = sum(m["packed"] for m in summary.values())
-    failed = sum(len(m["failed"]) for m in summary.values())
-    for split, m in summary.items():
-        print(f"{split}: {m['packed']} packed, {len(m['failed'])} failed of {m['inputs']} inputs, "
-              f"{len(m['shards'])} shards -> {Path(cfg.pack.output) / split}")
-        for f in m["failed"]:
-            print(f"  failed: {f['input']}: {f['reason']}")
-    if packed == 0:
-        print("error: nothing could be packed", file=sys.stderr)
-        return 1
-    if failed and cfg.pack.strict:
-        print(f"error: {failed} inputs failed (--strict)", file=sys.stderr)
-        return 1
-    return 0
+def merge(pack_cfg, sp_cfg) -> dict:
+    """Write every split's manifest from the shards packed by all tasks (after ``pack(..., task=(k, n))`` for every
+    ``k``); :class:`PackError` naming the missing shards when a range is not done (rerun the packing: it resumes)."""
+    pc, spc = plain(pack_cfg), plain(sp_cfg)
+    plans, classes = _plan(pc, spc)
+    missing = []
+    for split, plan in plans.items():
+        for index in range(len(plan.shards)):
+            plan.states[index] = _shard_done(plan.folder, index, plan.fingerprints[index], verify=False)
+            if plan.states[index] is None:
+                missing.append(f"{split}/shard-{index:06d}")
+    if missing:
+        raise PackError(f"{len(missing)} shard(s) not packed yet (first: {missing[0]}); rerun the same command to "
+                        "pack them (finished shards are kept)")
+    return {split: _write_manifest(plan, pc, spc, classes, split) for split, plan in plans.items()}

@@ -14,6 +14,7 @@ import pytest
 import webdataset as wds
 
 from ssl_video.config import PackConfig, SuperpixelConfig
+from ssl_video.packing import cli
 from ssl_video.packing import shards as packing
 from ssl_video.packing.inputs import Item, PackError, frame_labels, stratified_split
 from ssl_video.packing.video import decode_bytes
@@ -222,22 +223,25 @@ def test_bad_takes_are_listed_and_the_run_goes_on(synthetic_root, tmp_path):
 
 
 def test_cli_errors_and_exit_codes(shared_videos, tmp_path, capsys):
-    assert packing.main(["pack.input=/nonexistent/root", f"pack.output={tmp_path}/o", "--no-progress"]) == 2
+    assert cli.main(["pack.input=/nonexistent/root", f"pack.output={tmp_path}/o", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "error: input root not found: /nonexistent/root"
     (tmp_path / "bad.csv").write_text("label,ytid\nx,y\n")
     (tmp_path / "root").mkdir()
-    assert packing.main([f"pack.input={tmp_path}/root", f"pack.annotations={tmp_path}/bad.csv", "--no-progress"]) == 2
+    assert cli.main([f"pack.input={tmp_path}/root", f"pack.annotations={tmp_path}/bad.csv", "--no-progress"]) == 2
     assert "missing column(s) time_end, time_start, youtube_id" in capsys.readouterr().err
     base = [f"pack.input={shared_videos}", "pack.kind=filelist", "pack.short_side=32", "pack.max_frames=0",
             "--no-progress", "superpixels.frame_stride=4"]
     (tmp_path / "one_bad.txt").write_text("corrupted.mp4\n")
     (tmp_path / "mixed.txt").write_text("corrupted.mp4\nh265_video.mp4\n")
-    assert packing.main(base + [f"pack.annotations={tmp_path}/one_bad.txt", f"pack.output={tmp_path}/a"]) == 1
-    assert packing.main(base + [f"pack.annotations={tmp_path}/mixed.txt", f"pack.output={tmp_path}/b"]) == 0
+    assert cli.main(base + [f"pack.annotations={tmp_path}/one_bad.txt", f"pack.output={tmp_path}/a"]) == 2
+    assert "error: nothing could be packed for split train" in capsys.readouterr().err
+    assert not (tmp_path / "a" / "train" / "manifest.json").exists()  # a zero-shard manifest would crash training
+    assert cli.main(base + [f"pack.annotations={tmp_path}/mixed.txt", f"pack.output={tmp_path}/b"]) == 0
     out = capsys.readouterr().out
     assert "train: 1 packed, 1 failed of 2 inputs" in out
-    assert packing.main(base + [f"pack.annotations={tmp_path}/mixed.txt", f"pack.output={tmp_path}/b", "--strict"]) == 1
+    assert cli.main(base + [f"pack.annotations={tmp_path}/mixed.txt", f"pack.output={tmp_path}/b", "--strict"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "error: 1 inputs failed (--strict)"
 
 
 def test_missing_root_raises_pack_error(tmp_path):
