@@ -64,7 +64,8 @@ class DataConfig:
     crop_size: int = 256
     augment: str = "walk"  # walk | judo | none
     gpu_augment: bool = False  # photometric part on the device, whole batches (augment.augment_batch_on_device)
-    superpixels: str | None = "slic"  # algorithm whose maps travel with the frames; null: none
+    superpixels: Any = "slic"  # algorithm whose maps travel with the frames, or a list: one drawn per clip; null: none
+    per_frame_crop: bool = False  # an own crop (videowalk's RandomResizedCrop) + draw per frame: docs/data-loading.md
     max_superpixels: int = 64
     epoch_length: int = 100  # batches per rank per epoch: equal on every rank by construction
     shuffle_buffer: int = 64
