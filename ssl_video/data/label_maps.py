@@ -40,8 +40,8 @@ def read_rows(npz: bytes, rows: Sequence[int], member: str = "labels") -> np.nda
         version = np.lib.format.read_magic(head)
         read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, fortran, dtype = read_header(head)
-    except ValueError as exc:
-        raise ValueError(f"bad superpixel npz: {exc}") from None
+    except ValueError:  # e.g. a header longer than the bytes read: numpy's own reader decides
+        return _read_rows_np(npz, rows, member)
     if fortran or dtype.hasobject or not shape:
         return _read_rows_np(npz, rows, member)
     if rows and (min(rows) < 0 or max(rows) >= shape[0]):
@@ -60,8 +60,13 @@ def read_rows(npz: bytes, rows: Sequence[int], member: str = "labels") -> np.nda
 
 
 def _read_rows_np(npz: bytes, rows: list[int], member: str) -> np.ndarray:
-    with np.load(io.BytesIO(npz)) as arrays:
-        return arrays[member][rows].astype(np.int32)
+    try:
+        with np.load(io.BytesIO(npz)) as arrays:
+            return arrays[member][rows].astype(np.int32)
+    except IndexError as exc:
+        raise ValueError(f"superpixel rows: {exc}") from None
+    except Exception as exc:  # numpy/zipfile/zlib raise many types for a damaged file: one line
+        raise ValueError(f"bad superpixel npz: {type(exc).__name__}: {exc}") from None
 
 
 class _Inflater:
