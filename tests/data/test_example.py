@@ -174,3 +174,16 @@ def test_superpixel_setting_errors_are_one_line(kinetics_shards):
     with pytest.raises(ValueError, match="no 'felzenszwalb' superpixels"):
         for _ in range(20):  # the draw picks felzenszwalb within a few clips; this set packed only slic
             make_example(sample, cfg, rng)
+
+
+def test_worker_malloc_thresholds_apply_once_in_a_fresh_process():
+    """On glibc (the CI machines), mallopt accepts both thresholds; a second call is a no-op that reports success."""
+    import platform
+    import subprocess
+    import sys
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt thresholds are glibc's")
+    code = "from ssl_video.data.malloc import keep_freed_memory as k; print(k(), k())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split() == ["True", "True"]
