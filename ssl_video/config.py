@@ -70,8 +70,8 @@ class DataConfig:
     epoch_length: int = 100  # batches per rank per epoch: equal on every rank by construction
     shuffle_buffer: int = 64
     num_workers: int = 2
-    # auto | cpu | gpu | pyav; gpu: decord.gpu(LOCAL_RANK) where built with CUDA (else CPU + one warning);
-    # pyav: per-GOP CPU decoding that skips unneeded non-reference frames; auto: gpu where it works, else pyav
+    # auto (= pyav: PyAV per GOP, CPU) | torchcodec (CPU, optional) | gpu (NVDEC via torchcodec, else decord's CUDA
+    # build, else CPU + one warning) | cpu (decord); docs/data-loading.md
     decoder: str = "auto"
     skip_limit: int = 100  # bad samples in a row before the loader stops with an error (a config problem, not data)
 
