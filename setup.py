@@ -41,7 +41,8 @@ setup(
         "pytorchvideo==0.1.5",
     ],
     extras_require={
-        "dev": ["pytest>=8", "pytest-timeout", "ruff"],
+        "dev": ["pytest>=8", "pytest-timeout", "ruff", "torchcodec>=0.17"],
+        "torchcodec": ["torchcodec>=0.17"],  # data.decoder=torchcodec / gpu (NVDEC); needs FFmpeg's shared libraries
     },
     entry_points={
         "console_scripts": [

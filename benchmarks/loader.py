@@ -1,13 +1,14 @@
 """Loader throughput per CPU core, split into decode / superpixel / augmentation time.
 
     python benchmarks/loader.py --shards shards/synthetic/kinetics/train [--clips 200] [--workers 2] [key=value ...]
-    python benchmarks/loader.py --from-videos ../shared/data/videos      # packs them first (short side 256)
+    python benchmarks/loader.py --from-videos ../shared/data/clips ../shared/data/videos   # packs them first
 
 Runs the loader's per-sample stages on one thread over samples read from the shards and prints ms/clip and clips/s
 per core for each stage and in total, then the end-to-end rate of ``build_loader`` with ``--workers`` workers.
 Defaults: 4-frame clips at 256² with slic superpixels (``method=walk_superpixel``), the walk preset.
-The decoder line says which decoder ran: decord's PyPI wheels are CPU-only, so no GPU-decode figure comes from them;
-``data.decoder=pyav`` selects the per-GOP PyAV decoder (ssl_video/data/decode.py).
+The decoder line says which decoder ran (``data.decoder``: ssl_video/data/decode.py; decoders side by side:
+benchmarks/decode.py). ``make_example`` is timed twice: with glibc's default malloc thresholds, and as in a loader
+worker, which raises them (ssl_video/data/malloc.py) so that per-sample buffers are not faulted in afresh.
 With ``data.gpu_augment=true`` the photometric part runs on the device on whole batches: it is then excluded from the
 worker figures (the line says so), which count only what a worker does.
 """
@@ -15,15 +16,14 @@ worker figures (the line says so), which count only what a worker does.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import random
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import webdataset as wds
 from omegaconf import OmegaConf
@@ -32,14 +32,22 @@ from tqdm import tqdm
 from ssl_video.config import load_config
 from ssl_video.data import augment, sampling
 from ssl_video.data.decode import decode_frames, resolve_decoder
+from ssl_video.data.label_maps import read_rows
 from ssl_video.data.loader import build_loader, make_example, plain_config, shard_list
+from ssl_video.data.malloc import keep_freed_memory
 
 
-def _pack_videos(videos: Path, out: Path) -> Path:
+def _pack_videos(folders: list[Path], out: Path) -> Path:
     from ssl_video.config import PackConfig, SuperpixelConfig
     from ssl_video.packing.shards import pack
 
-    names = sorted(p.name for p in videos.iterdir() if p.suffix in {".mp4", ".mkv", ".avi", ".mov"})
+    videos = out / "videos"  # one folder of links: the file list names files relative to one input folder
+    videos.mkdir()
+    for folder in folders:
+        for path in sorted(folder.iterdir()):
+            if path.suffix in {".mp4", ".mkv", ".avi", ".mov"} and not (videos / path.name).exists():
+                (videos / path.name).symlink_to(path.resolve())
+    names = sorted(p.name for p in videos.iterdir())
     (out / "list.txt").write_text("".join(f"{n}\n" for n in names))
     pack(PackConfig(output=str(out / "shards"), kind="filelist", input=str(videos), annotations=str(out / "list.txt"),
                     short_side=256, max_frames=64, shard_size=4),
@@ -70,15 +78,15 @@ def stage_times(samples: list[dict], cfg, clips: int, ctx: str) -> tuple[dict[st
         sample = samples[i % len(samples)]
         meta = json.loads(sample["json"])
         prefix = sampling.view_prefixes(sample)[0]
-        indices = sampling.choose_frames(meta, cfg, rng)
+        algo = sampling.choose_superpixels(cfg, rng)
+        indices = sampling.choose_frames(meta, cfg, rng, superpixels=algo)
         t0 = clock()
         frames = torch.from_numpy(decode_frames(sample[f"{prefix}mp4"], indices, ctx=ctx)).permute(0, 3, 1, 2)
         t1 = clock()
         labels = None
-        if cfg.superpixels:
-            rows = sampling.superpixel_rows(meta, cfg.superpixels, indices)
-            with np.load(io.BytesIO(sample[f"{prefix}sp.{cfg.superpixels}.npz"])) as npz:
-                labels = torch.from_numpy(npz["labels"][rows].astype(np.int32))
+        if algo:
+            rows = sampling.superpixel_rows(meta, algo, indices)
+            labels = torch.from_numpy(read_rows(sample[f"{prefix}sp.{algo}.npz"], rows))
         t2 = clock()
         p = augment.draw_params(preset, frames.shape[-2], frames.shape[-1], cfg.crop_size, rng)
         video, mask = augment.apply_geometric(frames, labels, p)
@@ -96,7 +104,8 @@ def stage_times(samples: list[dict], cfg, clips: int, ctx: str) -> tuple[dict[st
 
 def _fits(sample: dict, cfg) -> bool:
     try:
-        sampling.choose_frames(json.loads(sample["json"]), cfg, random.Random(0))
+        for algo in sampling.superpixel_choices(cfg.superpixels) or [None]:
+            sampling.choose_frames(json.loads(sample["json"]), cfg, random.Random(0), superpixels=algo)
     except ValueError:
         return False  # too short for the clip (e.g. a 3-frame video): the loader would skip it too
     return True
@@ -105,13 +114,15 @@ def _fits(sample: dict, cfg) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shards", default="shards/synthetic/kinetics/train")
-    parser.add_argument("--from-videos", default=None, help="pack this folder of videos first (temporary shard set)")
+    parser.add_argument("--from-videos", nargs="+", default=None, help="pack these folders of videos first (temporary)")
+    parser.add_argument("--repeats", type=int, default=3, help="make_example passes; the median is printed")
     parser.add_argument("--clips", type=int, default=200)
     parser.add_argument("--workers", type=int, default=1, help="DataLoader workers for the end-to-end figure")
     parser.add_argument("--batch-size", type=int, default=8)
     args, overrides = parser.parse_known_args()
     tmp = tempfile.TemporaryDirectory()
-    shards = _pack_videos(Path(args.from_videos), Path(tmp.name)) if args.from_videos else Path(args.shards)
+    folders = [Path(f) for f in args.from_videos or []]
+    shards = _pack_videos(folders, Path(tmp.name)) if folders else Path(args.shards)
     if not (shards / "manifest.json").is_file():
         sys.exit(f"error: no shard set at {shards} (make one with tools/make_shards.py, or pass --from-videos DIR)")
     cfg = load_config(["method=walk_superpixel", "data.crop_size=256", f"data.root={shards}", *overrides]).data
@@ -131,12 +142,18 @@ def main() -> None:
     total_wall, total_cpu = sum(wall.values()), sum(cpu.values())
     print(f"  per-sample work: {args.clips / total_cpu:.1f} clips/s per core (CPU time), "
           f"{args.clips / total_wall:.1f} clips/s wall (lower when the cores are shared)")  # fmt: skip
-    rng, start = random.Random(1), time.process_time()
     plain = plain_config(cfg)  # as the loader's workers hold it
-    for i in range(args.clips):  # the loader's own per-sample function, stacking and bookkeeping included
-        make_example(samples[i % len(samples)], plain, rng, ctx=decoder)
-    print(f"  make_example (the loader's per-sample call): {args.clips / (time.process_time() - start):.1f} clips/s "
-          "per core (CPU time)")  # fmt: skip
+    for label in ("glibc defaults", "as in a loader worker (malloc.py)"):
+        if label.startswith("as in"):
+            keep_freed_memory()  # process-wide and for good: hence measured second
+        rates = []
+        for _ in range(args.repeats):  # the loader's own per-sample function, bookkeeping included
+            rng, start = random.Random(1), time.process_time()
+            for i in range(args.clips):
+                make_example(samples[i % len(samples)], plain, rng, ctx=decoder)
+            rates.append(args.clips / (time.process_time() - start))
+        print(f"  make_example (the loader's per-sample call), {label}: {statistics.median(rates):.1f} clips/s per "
+              f"core (CPU time; median of {args.repeats}: {', '.join(f'{r:.1f}' for r in sorted(rates))})")
     batches = max(1, args.clips // args.batch_size)
     loader_cfg = OmegaConf.merge(cfg, {"epoch_length": batches, "num_workers": args.workers})
     start = time.perf_counter()
@@ -144,8 +161,6 @@ def main() -> None:
     rate = n / (time.perf_counter() - start)
     print(f"  end to end (build_loader, {args.workers} worker(s), incl. start-up): {rate:.1f} clips/s, "
           f"{rate / max(1, args.workers):.1f} per worker")  # fmt: skip
-    if decoder == "cpu":
-        print("  GPU decode: not measured (decord here has no CUDA; data.decoder=gpu falls back to the CPU)")
 
 
 if __name__ == "__main__":

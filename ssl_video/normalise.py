@@ -14,13 +14,14 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 _MEAN, _STD = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
 
 
-def to_float(frames: torch.Tensor) -> torch.Tensor:
-    """uint8 frames of any memory layout -> a new contiguous float32 tensor in [0, 1].
+def to_float(frames: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """uint8 frames of any memory layout -> contiguous float32 in [0, 1]: a new tensor, or ``out`` written in place.
 
     The warps leave channels-last uint8 (their fast path); the colour ops broadcast per channel, which is 3-4x slower
     in that layout (innermost dimension of 3), so the layout changes once, with the dtype, in a single copy."""
-    out = torch.empty(frames.shape, dtype=torch.float32, device=frames.device).copy_(frames)
-    return out.mul_(1.0 / 255)
+    if out is None:
+        out = torch.empty(frames.shape, dtype=torch.float32, device=frames.device)
+    return out.copy_(frames).mul_(1.0 / 255)
 
 
 def normalise(frames: torch.Tensor) -> torch.Tensor:

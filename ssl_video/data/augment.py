@@ -18,6 +18,7 @@ smallest into their nearest kept neighbour.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from dataclasses import dataclass
@@ -35,7 +36,9 @@ from ssl_video.normalise import normalise_ as _normalise_
 @dataclass(frozen=True)
 class Preset:
     crop: str = "full"  # full: the whole frame | judo: central square, then a random square of crop_frac of its side
+    #                     | resized: torchvision's RandomResizedCrop box, area fraction crop_frac, aspect crop_ratio
     crop_frac: tuple[float, float] = (1.0, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     flip_p: float = 0.0
     rotate_p: float = 0.0
     rotate_deg: float = 0.0
@@ -52,6 +55,8 @@ PRESETS = {
     "walk": Preset("full", flip_p=0.5, jitter_p=1.0, jitter=(0.1, 0.1, 0.1, 0.0)),  # videowalk's "cj" + "flip"
     "none": Preset("full"),
 }
+# data.per_frame_crop on a preset that only resizes: videowalk's per-frame RandomResizedCrop (utils/augs.py)
+PER_FRAME_CROP = {"crop": "resized", "crop_frac": (0.8, 0.95), "crop_ratio": (0.7, 1.3)}
 MASK_FILL = -1  # label of the corners a rotation uncovers: after relabelling they form one segment of their own
 
 
@@ -81,6 +86,8 @@ def draw_params(preset: Preset, height: int, width: int, size: int, rng: random.
         top0, left0 = (height - side0) // 2, (width - side0) // 2
         side = max(1, round(rng.uniform(*preset.crop_frac) * side0))
         crop = (top0 + rng.randint(0, side0 - side), left0 + rng.randint(0, side0 - side), side, side)
+    elif preset.crop == "resized":
+        crop = resized_crop_box(height, width, preset.crop_frac, preset.crop_ratio, rng)
     else:
         crop = (0, 0, height, width)
     p = AugParams(crop=crop, size=size, flip=rng.random() < preset.flip_p)
@@ -88,6 +95,26 @@ def draw_params(preset: Preset, height: int, width: int, size: int, rng: random.
         p.angle = rng.uniform(-preset.rotate_deg, preset.rotate_deg)
     draw_photometric(p, preset, rng)
     return p
+
+
+def resized_crop_box(height: int, width: int, scale, ratio, rng: random.Random) -> tuple[int, int, int, int]:
+    """v2.RandomResizedCrop.get_params with draws from ``rng``: 10 tries, then the central crop of clamped aspect."""
+    area = height * width
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target = area * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(*log_ratio))
+        w, h = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            return rng.randint(0, height - h), rng.randint(0, width - w), h, w
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        w, h = width, round(width / min(ratio))
+    elif in_ratio > max(ratio):
+        h, w = height, round(height * max(ratio))
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
 
 
 def draw_photometric(p: AugParams, preset: Preset, rng: random.Random) -> AugParams:
@@ -166,15 +193,15 @@ def _photometric_(x: torch.Tensor, p: AugParams) -> torch.Tensor:
             elif hue:  # hue is the costly one (RGB<->HSV): skip a zero shift
                 x = F.adjust_hue(x, hue)
     if p.gray:
-        x = _gray(x).expand(x.shape).contiguous()
+        x.copy_(_gray(x).expand(x.shape))
     return x
 
 
-def apply_erase(frames: torch.Tensor, p: AugParams) -> torch.Tensor:
+def apply_erase(frames: torch.Tensor, p: AugParams, inplace: bool = False) -> torch.Tensor:
     """Random erasing on normalised frames (value 0 = the dataset mean colour), as v2.RandomErasing after Normalize."""
     if p.erase is None:
         return frames
-    return F.erase(frames, *p.erase, v=torch.zeros((), dtype=frames.dtype, device=frames.device))
+    return F.erase(frames, *p.erase, v=torch.zeros((), dtype=frames.dtype, device=frames.device), inplace=inplace)
 
 
 def cap_segments(labels: torch.Tensor, max_segments: int) -> torch.Tensor:
@@ -200,37 +227,57 @@ def augment_clip(
     rng: random.Random,
     per_frame: bool = False,
     photometric: bool = True,
+    *,
+    out: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``frames`` ``(T, 3, H, W) uint8``, ``labels`` ``(T, H, W)`` -> normalised float frames, capped long maps.
 
-    One draw for the whole chunk, or one per frame when ``per_frame``. ``photometric=False`` leaves colour jitter,
-    grayscale and erasing to ``augment_batch_on_device`` (``data.gpu_augment``).
+    One draw for the whole chunk, or one per frame when ``per_frame`` or ``cfg.per_frame_crop`` (which also gives a
+    preset that only resizes videowalk's random resized crop, ``PER_FRAME_CROP``). ``photometric=False`` leaves colour
+    jitter, grayscale and erasing to ``augment_batch_on_device`` (``data.gpu_augment``). ``out``: a contiguous float32
+    ``(T, 3, crop_size, crop_size)`` tensor to write the frames into (the loader passes its slot of the sample's
+    clips: no concatenation or stacking copies afterwards); returned as the clip.
     """
     preset = get_preset(cfg.augment)
-    height, width = frames.shape[-2:]
-    groups = [slice(t, t + 1) for t in range(frames.shape[0])] if per_frame else [slice(None)]
+    if getattr(cfg, "per_frame_crop", False):  # the reference videowalk's independent draw (and crop) per frame
+        per_frame = True
+        preset = dataclasses.replace(preset, **PER_FRAME_CROP) if preset.crop == "full" else preset
+    count, (height, width), size = frames.shape[0], frames.shape[-2:], cfg.crop_size
+    clip = torch.empty((count, 3, size, size), dtype=torch.float32) if out is None else out
+    groups = [slice(t, t + 1) for t in range(count)] if per_frame else [slice(None)]
     if labels is not None:
         labels = labels.to(torch.int32)  # nearest resize / rotate of int32 is faster than of int64
-    out_frames, out_labels = [], []
+    maps = None
     for group in groups:
-        p = draw_params(preset, height, width, cfg.crop_size, rng)
+        p = draw_params(preset, height, width, size, rng)
         video, mask = apply_geometric(frames[group], None if labels is None else labels[group], p)
-        out_frames.append(finish_frames(video, p, photometric))
-        if mask is not None:
-            out_labels.append(mask)
-    clip = torch.cat(out_frames)
-    if labels is None:
-        return clip, None
-    return clip, finish_maps(torch.cat(out_labels), cfg.max_superpixels)
+        finish_frames(video, p, photometric, out=clip[group])
+        if mask is None:
+            continue
+        if len(groups) == 1:
+            maps = mask
+        else:  # one buffer for the per-frame warps instead of a list and a concatenation
+            maps = torch.empty((count, size, size), dtype=mask.dtype) if maps is None else maps
+            maps[group] = mask
+    return clip, None if maps is None else finish_maps(maps, cfg.max_superpixels)
 
 
-def finish_frames(video: torch.Tensor, p: AugParams, photometric: bool = True) -> torch.Tensor:
-    """Warped uint8 frames -> photometric draw (unless left to the device) -> normalised contiguous float32."""
-    x = to_float(video)  # one copy; every later op runs in place on it
+def finish_frames(
+    video: torch.Tensor, p: AugParams, photometric: bool = True, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Warped uint8 frames -> photometric draw (unless left to the device) -> normalised contiguous float32.
+
+    Written into ``out`` when given (contiguous float32 of ``video``'s shape), else into a new tensor."""
+    x = to_float(video, out)  # one copy; every later op runs in place on it
     if photometric:
-        x = _photometric_(x, p)
+        x = _photometric_(x, p)  # a hue shift returns a new tensor; everything else stays in x
     x = _normalise_(x)
-    return apply_erase(x, p) if photometric else x
+    if photometric:
+        x = apply_erase(x, p, inplace=True)
+    if out is not None and x is not out:
+        out.copy_(x)
+        return out
+    return x
 
 
 def relabel(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -265,7 +312,7 @@ def augment_batch_on_device(clips: torch.Tensor, cfg, rng: random.Random) -> tor
     normalised, as the loader made them with ``photometric=False``. One draw per (sample, view) chunk, or per frame in
     ``frames`` sampling; the ops are batched over each chunk's frames."""
     preset = get_preset(cfg.augment)
-    per_frame = cfg.sampling == "frames"
+    per_frame = cfg.sampling == "frames" or getattr(cfg, "per_frame_crop", False)
     b, v, t = clips.shape[:3]
     out = clips.clone()
     for i in range(b):

@@ -1,16 +1,19 @@
-"""Decode the frames a clip needs straight from tar bytes with decord (no temporary files).
+"""Decode the frames a clip needs straight from tar bytes (no temporary files); ``data.decoder`` picks the library.
 
-``decode_frames(data, indices, ctx="cpu" | "gpu" | "auto")``: only the requested frames are decoded (``get_batch``).
-The loader resolves ``data.decoder`` once (:func:`resolve_decoder`): ``auto`` is decord on the GPU where that works,
-else the ``pyav`` decoder below (the faster on CPU); ``cpu`` is decord on the CPU.
-``gpu`` / ``auto`` decode on ``decord.gpu(LOCAL_RANK)`` where decord was built with CUDA; the PyPI wheels are CPU-only,
-so the first GPU attempt fails, one warning says so, and every later call decodes on the CPU.
+``decode_frames(data, indices, ctx=...)`` decodes only what the requested frames need; the loader resolves
+``data.decoder`` once per process (:func:`resolve_decoder`):
+- ``auto`` / ``pyav`` (default): the PyAV decoder below, on the CPU.
+- ``torchcodec``: torchcodec on the CPU (optional dependency, :mod:`decode_torchcodec`); PyAV where it is missing.
+- ``gpu``: NVDEC through torchcodec's CUDA build where a CUDA device and torchcodec load, else decord's CUDA build
+  (not on PyPI), else one warning and decord on the CPU.
+- ``cpu``: decord on the CPU.
+All give the same pixels on the packer's H.264 (tested); CPU cost per clip in docs/data-loading.md.
 
-``pyav``: a CPU decoder that does less work than decord's ``get_batch`` for sparse clips (same pixels, tested equal):
-decord decodes every frame from the keyframe before the first index to the last index (13-17 frames for a 4-frame
-clip at stride 4 with 8-frame GOPs); this one decodes each needed GOP from its keyframe only as far as its last needed
-frame, and skips the non-reference frames (B-frames nothing depends on) that are not wanted (6-8 frames), and converts
-to RGB with one cached swscale context (a fresh one per frame costs more than the conversion).
+``pyav``: decord's ``get_batch`` decodes every frame from the keyframe before the first index to the last index
+(13-17 frames for a 4-frame clip at stride 4 with 8-frame GOPs); this one decodes each needed GOP from its keyframe
+only as far as its last needed frame, skips the non-reference frames (B-frames nothing depends on) that are not wanted
+(6-8 frames), converts to RGB with one cached swscale context (a fresh one per frame costs more than the conversion),
+and writes each frame straight into the output array (a per-frame array and a stack cost ~15% of an 8-frame clip).
 """
 
 from __future__ import annotations
@@ -24,9 +27,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ssl_video.data import decode_torchcodec
+
 log = logging.getLogger(__name__)
 
-DECODERS = ("cpu", "gpu", "auto", "pyav")
+DECODERS = ("auto", "pyav", "torchcodec", "cpu", "gpu")  # data.decoder
+RESOLVED = ("pyav", "torchcodec", "torchcodec-cuda", "cpu", "gpu")  # what resolve_decoder returns
 _gpu_available: bool | None = None  # probed once per process, on the first GPU request
 
 
@@ -69,28 +75,33 @@ def _cuda_device() -> bool:
 
 
 def resolve_decoder(ctx: str = "auto") -> str:
-    """Probe once whether decord can decode on the GPU; return the decoder ``ctx`` gives (``cpu`` | ``gpu`` | ``pyav``).
+    """The decoder ``data.decoder`` gives in this process, logged: ``pyav`` | ``torchcodec`` | ``torchcodec-cuda`` |
+    ``cpu`` (decord) | ``gpu`` (decord's CUDA build).
 
-    Logs which decoder runs. ``auto`` without a CUDA device is PyAV's per-GOP CPU decoder, silently; ``gpu`` (or
-    ``auto`` beside a CUDA device) without a CUDA build of decord warns once per process and falls back to the CPU
-    (``gpu``: decord; ``auto``: PyAV).
+    ``auto`` is PyAV per GOP on the CPU (the fastest CPU decoder measured, docs/data-loading.md). ``torchcodec``
+    without a loadable torchcodec warns once and uses PyAV. ``gpu`` is torchcodec on ``cuda:LOCAL_RANK`` where a CUDA
+    device and torchcodec are present (NVDEC; :mod:`decode_torchcodec` falls back to its CPU path on a first
+    failure), else decord's CUDA build where that exists, else one warning and decord on the CPU.
     """
     global _gpu_available
-    import decord
-    import numpy as np
-
     if ctx not in DECODERS:
         raise ValueError(f"unknown decoder '{ctx}'; choose from {', '.join(DECODERS)}")
-    if ctx in ("cpu", "pyav"):
-        log.info("decoding videos on the CPU with %s (data.decoder=%s)", "decord" if ctx == "cpu" else "PyAV", ctx)
+    if ctx == "auto":
+        ctx = "pyav"
+    if ctx == "torchcodec" and not decode_torchcodec.available():
+        warnings.warn(f"torchcodec unavailable ({decode_torchcodec.error()}); decoding with PyAV", stacklevel=2)
+        ctx = "pyav"
+    if ctx in ("cpu", "pyav", "torchcodec"):
+        log.info("decoding videos on the CPU with %s", {"cpu": "decord", "pyav": "PyAV per GOP"}.get(ctx, ctx))
         return ctx
-    if ctx == "auto" and not _cuda_device():
-        log.info("decoding videos on the CPU with PyAV per GOP (data.decoder=auto, no CUDA device)")
-        return "pyav"
+    if _cuda_device() and decode_torchcodec.available():
+        log.info("decoding videos on the GPU with torchcodec (NVDEC) (data.decoder=gpu)")
+        return "torchcodec-cuda"
     if _gpu_available is None:
-        device = int(os.environ.get("LOCAL_RANK", 0))
+        import decord
+
         try:
-            decord.nd.array(np.zeros(1, np.float32), ctx=decord.gpu(device))
+            decord.nd.array(np.zeros(1, np.float32), ctx=decord.gpu(int(os.environ.get("LOCAL_RANK", 0))))
             _gpu_available = True
         except decord.DECORDError as exc:
             _gpu_available = False
@@ -99,24 +110,20 @@ def resolve_decoder(ctx: str = "auto") -> str:
                 f"{_first_line(exc).replace('Check failed: allow_missing ', '')}); decoding on the CPU",
                 stacklevel=2,
             )
-    if _gpu_available:
-        log.info("decoding videos with decord on the GPU (data.decoder=%s)", ctx)
-        return "gpu"
-    # auto: the faster CPU decoder (bench_loader: 8.4 vs 17.4 ms CPU per 4-frame clip); gpu asked for decord: decord
-    decoder = "pyav" if ctx == "auto" else "cpu"
-    log.info("decoding videos on the CPU with %s (data.decoder=%s)", "PyAV" if ctx == "auto" else "decord", ctx)
-    return decoder
+    log.info("decoding videos %s with decord (data.decoder=gpu)", "on the GPU" if _gpu_available else "on the CPU")
+    return "gpu" if _gpu_available else "cpu"
 
 
 def active_decoder(ctx: str = "auto") -> str:
-    """Which decoder ``ctx`` resolves to in this process so far: ``cpu``, ``pyav`` or ``gpu`` (once it has worked)."""
+    """Which decoder ``ctx`` resolves to in this process so far: ``pyav``, ``torchcodec``, ``cpu``, or ``gpu``
+    (decord's CUDA build, once it has worked)."""
     if ctx not in DECODERS:
         raise ValueError(f"unknown decoder '{ctx}'; choose from {', '.join(DECODERS)}")
-    if ctx == "pyav":
+    if ctx in ("auto", "pyav") or (ctx == "torchcodec" and not decode_torchcodec.available()):
         return "pyav"
-    if ctx != "cpu" and _gpu_available:
-        return "gpu"
-    return "pyav" if ctx == "auto" else "cpu"
+    if ctx == "torchcodec":
+        return "torchcodec"
+    return "gpu" if _gpu_available else "cpu"
 
 
 def _reader(data: bytes, ctx: str = "cpu"):
@@ -124,10 +131,8 @@ def _reader(data: bytes, ctx: str = "cpu"):
 
     # decord's bundled ffmpeg prints every broken packet to stderr; our ValueError names the problem in one line
     decord.logging.set_level(decord.logging.QUIET)
-    if ctx not in DECODERS:
-        raise ValueError(f"unknown decoder '{ctx}'; choose from {', '.join(DECODERS)}")
     try:
-        if ctx != "cpu":
+        if ctx == "gpu":
             reader = _gpu_reader(data)
             if reader is not None:
                 return reader
@@ -150,7 +155,13 @@ def decode_frames(data: bytes, indices: Sequence[int] | None = None, *, ctx: str
 
     Raises ``ValueError`` (one line) for an undecodable video or an index outside ``0..num_frames-1``.
     """
-    if ctx == "pyav":
+    if ctx not in DECODERS + RESOLVED:
+        raise ValueError(f"unknown decoder '{ctx}'; choose from {', '.join(DECODERS)}")
+    if ctx == "torchcodec" and decode_torchcodec.available():
+        return decode_torchcodec.decode(data, indices)
+    if ctx == "torchcodec-cuda":
+        return decode_torchcodec.decode_cuda(data, indices)
+    if ctx in ("auto", "pyav", "torchcodec"):  # (torchcodec missing: resolve_decoder has said so once)
         try:
             return _decode_pyav(data, indices)
         except _Unsupported:  # not the packer's kind of file: decord, whose frame numbering is the reference
@@ -175,10 +186,11 @@ class _Unsupported(Exception):
 
 
 _reformatter: tuple[int, object] | None = None  # (pid, swscale context): one per process, reused across frames
-_inherited: list = []  # contexts a forked child inherited: never freed there (see _to_rgb)
+_inherited: list = []  # contexts a forked child inherited: never freed there (see _rgb_into)
 
 
-def _to_rgb(frame) -> np.ndarray:
+def _rgb_into(frame, out: np.ndarray, rows: list[int]) -> None:
+    """Convert ``frame`` to RGB and copy it into ``out[rows]`` (no per-frame array, no stacking afterwards)."""
     global _reformatter
     if frame.rotation:
         raise _Unsupported  # decord applies the display matrix; shards are stored upright
@@ -191,7 +203,13 @@ def _to_rgb(frame) -> np.ndarray:
             _inherited.append(_reformatter)
         _reformatter = (os.getpid(), VideoReformatter())
     # POINT: no scaling happens, and its yuv420p -> rgb24 output is identical to the default's (tested against decord)
-    return _reformatter[1].reformat(frame, format="rgb24", interpolation="POINT", threads=1).to_ndarray()
+    rgb = _reformatter[1].reformat(frame, format="rgb24", interpolation="POINT", threads=1)
+    plane, height, width = rgb.planes[0], rgb.height, rgb.width
+    if out.shape[1:] != (height, width, 3):
+        raise _Unsupported  # frames not of the stream's declared size: decord's handling is the reference
+    pixels = np.frombuffer(plane, np.uint8, count=height * plane.line_size).reshape(height, plane.line_size)
+    for row in rows:
+        out[row] = pixels[:, : 3 * width].reshape(height, width, 3)
 
 
 def _decode_pyav(data: bytes, indices: Sequence[int] | None) -> np.ndarray:
@@ -199,6 +217,7 @@ def _decode_pyav(data: bytes, indices: Sequence[int] | None) -> np.ndarray:
     import av
 
     try:
+        # (naming the format, format="mp4", skips the probe but made the whole decode ~1.5x slower: not done)
         with av.open(io.BytesIO(data)) as container:
             if not container.format.name.startswith("mov"):
                 raise _Unsupported  # e.g. AVI timestamps number frames differently from decord
@@ -211,48 +230,65 @@ def _decode_pyav(data: bytes, indices: Sequence[int] | None) -> np.ndarray:
             order = sorted(p.pts for p in packets)  # frame i is the i-th timestamp, as decord numbers frames
             n = len(order)
             indices = list(range(n)) if indices is None else [int(i) for i in indices]
+            out = np.empty((len(indices), codec.height, codec.width, 3) if n else (0, 0, 0, 3), dtype=np.uint8)
             if not indices:
-                height, width = (codec.height, codec.width) if n else (0, 0)
-                return np.empty((0, height, width, 3), dtype=np.uint8)
+                return out
             if min(indices) < 0 or max(indices) >= n:
                 raise IndexError(f"frame index out of range 0..{n - 1}: {min(indices)}..{max(indices)}")
-            # the GOP of each frame: the last keyframe before it in decode order; a leading picture (shown before its
-            # keyframe, open GOPs) may reference the previous GOP, so it starts one keyframe earlier
-            start, gop, keys = 0, {}, []
-            for pos, packet in enumerate(packets):
-                if packet.is_keyframe:
-                    keys.append(pos)
-                    start = pos
-                gop[packet.pts] = start
-            previous = dict(zip(keys[1:], keys))
-            for pts, pos in gop.items():
-                if pts < packets[pos].pts and pos in previous:
-                    gop[pts] = previous[pos]
-            wanted = {order[i] for i in indices}
-            frames: dict[int, np.ndarray] = {}
-            for first in sorted({gop[order[i]] for i in indices}):
-                last = max(pts for pts in wanted if gop[pts] == first)
-                if last in frames:
-                    continue  # decoded on the way through an earlier GOP
-                codec.flush_buffers()
-                for packet in packets[first:]:
-                    codec.skip_frame = "DEFAULT" if packet.pts in wanted else "NONREF"
-                    for frame in codec.decode(packet):
-                        if frame.pts in wanted:
-                            frames[frame.pts] = _to_rgb(frame)
-                    if last in frames:
-                        break
-                else:  # the stream ended first: drain the frames the decoder still holds (B-frame reordering)
-                    codec.skip_frame = "DEFAULT"
-                    for frame in codec.decode(None):
-                        if frame.pts in wanted:
-                            frames[frame.pts] = _to_rgb(frame)
-            missing = [i for i in indices if order[i] not in frames]
+            rows: dict[int, list[int]] = {}  # pts -> the output rows showing that frame (a frame may be asked twice)
+            for row, i in enumerate(indices):
+                rows.setdefault(order[i], []).append(row)
+            done = _decode_gops(codec, packets, rows, out)
+            missing = [i for i in indices if order[i] not in done]
             if missing:
                 raise ValueError(f"frames {missing[:4]} did not decode")
-            return np.stack([frames[order[i]] for i in indices])
+            return out
     except IndexError as exc:
         raise ValueError(str(exc)) from None
     except (av.FFmpegError, ValueError) as exc:
         opened = "container" in locals()
         raise ValueError(f"cannot {'decode frames' if opened else 'open video'}: {_first_line(exc)}") from None
+
+
+def _gop_starts(packets: list) -> dict[int, int]:
+    """pts -> position (in decode order) of the packet to start decoding from to get that frame.
+
+    The GOP of a frame is the last keyframe before it in decode order; a leading picture (shown before its keyframe,
+    open GOPs) may reference the previous GOP, so it starts one keyframe earlier."""
+    start, gop, keys = 0, {}, []
+    for pos, packet in enumerate(packets):
+        if packet.is_keyframe:
+            keys.append(pos)
+            start = pos
+        gop[packet.pts] = start
+    previous = dict(zip(keys[1:], keys))
+    for pts, pos in gop.items():
+        if pts < packets[pos].pts and pos in previous:
+            gop[pts] = previous[pos]
+    return gop
+
+
+def _decode_gops(codec, packets: list, rows: dict[int, list[int]], out: np.ndarray) -> set[int]:
+    """Decode each needed GOP from its start up to its last wanted frame, skipping unwanted non-reference frames;
+    wanted frames go to ``out[rows[pts]]``. Returns the pts decoded."""
+    gop, done = _gop_starts(packets), set()
+    for first in sorted({gop[pts] for pts in rows}):
+        last = max(pts for pts in rows if gop[pts] == first)
+        if last in done:
+            continue  # decoded on the way through an earlier GOP
+        codec.flush_buffers()
+        for packet in packets[first:]:
+            codec.skip_frame = "DEFAULT" if packet.pts in rows else "NONREF"
+            for frame in codec.decode(packet):
+                if frame.pts in rows and frame.pts not in done:
+                    _rgb_into(frame, out, rows[frame.pts])
+                    done.add(frame.pts)
+            if last in done:
+                break
+        else:  # the stream ended first: drain the frames the decoder still holds (B-frame reordering)
+            codec.skip_frame = "DEFAULT"
+            for frame in codec.decode(None):
+                if frame.pts in rows and frame.pts not in done:
+                    _rgb_into(frame, out, rows[frame.pts])
+                    done.add(frame.pts)
+    return done

@@ -16,7 +16,6 @@ row stop the run with an error instead (that is a configuration problem, and loo
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import random
@@ -25,16 +24,17 @@ from pathlib import Path
 from types import SimpleNamespace
 from urllib.parse import urlparse
 
-import numpy as np
 import torch
 import webdataset as wds
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ssl_video.config import ConfigError
 from ssl_video.data import sampling
 from ssl_video.data.augment import PRESETS, augment_clip
 from ssl_video.data.decode import DECODERS, decode_frames, resolve_decoder
+from ssl_video.data.label_maps import read_rows
+from ssl_video.data.malloc import keep_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -80,30 +80,35 @@ def plain_config(cfg):
 
 
 def make_example(sample: dict, cfg, rng: random.Random, *, ctx: str = "cpu") -> dict[str, torch.Tensor]:
-    """Decode, sample and augment one tar sample into per-sample tensors of the batch schema."""
+    """Decode, sample and augment one tar sample into per-sample tensors of the batch schema.
+
+    The views are augmented straight into one preallocated ``(V, T, 3, S, S)`` tensor (no per-view tensors to stack)."""
     meta = json.loads(sample["json"])
     prefixes = sampling.view_prefixes(sample)
     cameras = sampling.choose_cameras(len(prefixes), cfg, rng)
-    indices = sampling.choose_frames(meta, cfg, rng)
+    algo = sampling.choose_superpixels(cfg, rng)
+    indices = sampling.choose_frames(meta, cfg, rng, superpixels=algo)
     per_frame = cfg.sampling == "frames"
+    clips = torch.empty((len(cameras), len(indices), 3, cfg.crop_size, cfg.crop_size), dtype=torch.float32)
     decoded: dict[int, torch.Tensor] = {}  # same_clip views share one decode
-    clips, maps = [], None
+    maps = None
     for v, cam in enumerate(cameras):
         if cam not in decoded:
             frames = decode_frames(sample[f"{prefixes[cam]}mp4"], indices, ctx=ctx)
             decoded[cam] = torch.from_numpy(frames).permute(0, 3, 1, 2)
         frames = decoded[cam]
         labels = None
-        if cfg.superpixels and v == 0:
-            labels = _superpixels(sample, meta, prefixes[cam], cfg.superpixels, indices)
+        if algo and v == 0:
+            labels = _superpixels(sample, meta, prefixes[cam], algo, indices)
             if labels.shape[-2:] != frames.shape[-2:]:
                 raise ValueError(f"superpixel maps {tuple(labels.shape[-2:])} != frames {tuple(frames.shape[-2:])}")
-        clip, labels = augment_clip(frames, labels, cfg, rng, per_frame=per_frame, photometric=not cfg.gpu_augment)
-        clips.append(clip)
+        _, labels = augment_clip(
+            frames, labels, cfg, rng, per_frame=per_frame, photometric=not cfg.gpu_augment, out=clips[v]
+        )
         if v == 0:
             maps = labels
     out = {
-        "clips": torch.stack(clips),
+        "clips": clips,
         "label": torch.tensor(sampling.sample_label(meta)),
         "frame_labels": torch.tensor(sampling.frame_labels(meta, indices)),
         "frame_index": torch.tensor(indices),
@@ -120,8 +125,7 @@ def _superpixels(sample: dict, meta: dict, prefix: str, algo: str, indices: list
     key = f"{prefix}sp.{algo}.npz"
     if key not in sample:
         raise ValueError(f"sample has no {key}")
-    with np.load(io.BytesIO(sample[key])) as npz:
-        return torch.from_numpy(npz["labels"][rows].astype(np.int32))
+    return torch.from_numpy(read_rows(sample[key], rows))
 
 
 def collate(examples: list[dict]) -> dict[str, torch.Tensor]:
@@ -227,6 +231,8 @@ class ShardStream(IterableDataset):
     def __iter__(self):
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info else (0, 1)
+        if info is not None:  # a worker process, the loader's own: keep its per-sample buffers mapped (malloc.py)
+            keep_freed_memory()
         # no torch.manual_seed here: with num_workers=0 this runs in the trainer's process, whose RNG (dropout,
         # resume) the loader must never touch; all draws come from the pipeline's own random.Random
         yield from self.pipeline(worker, num_workers)
@@ -242,6 +248,13 @@ def check_data_config(cfg) -> None:
     for key in ("clip_len", "frame_stride", "num_frames", "num_views", "crop_size", "max_superpixels", "skip_limit"):
         if cfg[key] < 1:
             raise ValueError(f"data.{key} must be >= 1, got {cfg[key]}")
+    algos = cfg.superpixels
+    if algos is not None and not isinstance(algos, str):
+        algos = list(algos) if isinstance(algos, (list, tuple, ListConfig)) else None
+        if not algos or not all(isinstance(a, str) and a for a in algos):
+            raise ValueError(
+                f"data.superpixels must be null, an algorithm name or a non-empty list of them, got {cfg.superpixels}"
+            )
 
 
 def ignore_stop_signals(worker_id: int) -> None:
@@ -268,6 +281,6 @@ def build_loader(data_cfg, *, batch_size: int, rank: int = 0, world_size: int = 
         # DataLoader draws its workers' base seed from this generator, not from the global RNG (kept for the model)
         generator=torch.Generator().manual_seed(_seed(seed, epoch, rank)),
         worker_init_fn=ignore_stop_signals,
-        # decord's CUDA context does not survive fork: GPU-decoding workers are spawned
-        multiprocessing_context="spawn" if ctx == "gpu" and workers > 0 else None,
+        # a CUDA context does not survive fork: GPU-decoding workers are spawned
+        multiprocessing_context="spawn" if ctx in ("gpu", "torchcodec-cuda") and workers > 0 else None,
     )

@@ -3,6 +3,8 @@
 - ``clip``: ``data.clip_len`` frames at ``data.frame_stride``; with superpixels every frame of the clip must have a
   map, so only starts whose whole clip lies on superpixel frames are drawn.
 - ``frames``: ``data.num_frames`` random frames (sorted, for cheap decoding), among superpixel frames if any.
+- superpixels: ``data.superpixels`` names one packed algorithm, or a list of them from which each clip draws one
+  (the walk study's "SLIC + Felzenszwalb chosen at random per clip"), from the sample's RNG: deterministic in the seed.
 - views: ``same_clip`` uses one camera for every view (two augmentations of the same frames); ``other_camera`` (hard
   positives) takes ``data.num_views`` distinct cameras of a take at the same frame indices (packed takes are
   aligned, so frame i of every view is the same instant).
@@ -37,9 +39,33 @@ def candidate_frames(meta: dict, superpixels: str | None) -> list[int]:
     return [int(i) for i in algos[superpixels]["frame_index"]]
 
 
-def choose_frames(meta: dict, cfg, rng: random.Random) -> list[int]:
-    """Frame indices of one sample for ``cfg.sampling`` (see the module docstring)."""
-    candidates = candidate_frames(meta, cfg.superpixels)
+def superpixel_choices(value) -> list[str]:
+    """``data.superpixels`` as a list of algorithms: null -> [], ``slic`` -> [slic], a list as it is."""
+    if not value:
+        return []
+    return [value] if isinstance(value, str) else [str(v) for v in value]
+
+
+def choose_superpixels(cfg, rng: random.Random) -> str | None:
+    """This clip's superpixel algorithm: ``data.superpixels`` itself, or one of its list drawn uniformly from ``rng``.
+
+    A single algorithm draws nothing, so its streams are those of the string form. Which algorithm a clip got is
+    not in the batch: the maps are relabelled per frame either way, and the walk needs only the maps."""
+    choices = superpixel_choices(cfg.superpixels)
+    if len(choices) <= 1:
+        return choices[0] if choices else None
+    return choices[rng.randrange(len(choices))]
+
+
+def choose_frames(meta: dict, cfg, rng: random.Random, *, superpixels: str | None = ...) -> list[int]:
+    """Frame indices of one sample for ``cfg.sampling`` (see the module docstring); ``superpixels``: the clip's
+    algorithm (default: ``cfg.superpixels``, which must then be one algorithm or null)."""
+    if superpixels is ...:
+        choices = superpixel_choices(cfg.superpixels)
+        if len(choices) > 1:
+            raise ValueError("data.superpixels is a list: pass the clip's algorithm (choose_superpixels)")
+        superpixels = choices[0] if choices else None
+    candidates = candidate_frames(meta, superpixels)
     if cfg.sampling == "frames":
         if len(candidates) < cfg.num_frames:
             raise ValueError(f"{len(candidates)} usable frames < data.num_frames={cfg.num_frames}")
@@ -51,7 +77,7 @@ def choose_frames(meta: dict, cfg, rng: random.Random) -> list[int]:
     starts = [s for s in candidates if all(s + k * cfg.frame_stride in usable for k in range(cfg.clip_len))]
     if not starts:
         packed = candidates[1] - candidates[0] if len(candidates) > 1 else 1
-        hint = f"; superpixels are every {packed} frames: use a multiple" if cfg.superpixels and packed > 1 else ""
+        hint = f"; superpixels are every {packed} frames: use a multiple" if superpixels and packed > 1 else ""
         raise ValueError(
             f"no clip of {cfg.clip_len} frames at data.frame_stride={cfg.frame_stride} (span {span + 1}) "
             f"fits {len(candidates)} usable frames{hint}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ssl_video.data.augment import PRESETS
 from ssl_video.data.decode import DECODERS
@@ -24,12 +25,13 @@ class DataConfig:
     crop_size: int = 256
     augment: str = choice("walk", tuple(PRESETS))  # walk | judo | none
     gpu_augment: bool = False  # photometric part on the device, whole batches (augment.augment_batch_on_device)
-    superpixels: str | None = "slic"  # algorithm whose maps travel with the frames; null: none
+    superpixels: Any = "slic"  # algorithm whose maps travel with the frames, or a list: one drawn per clip; null: none
+    per_frame_crop: bool = False  # an own crop (videowalk's RandomResizedCrop) + draw per frame: docs/data-loading.md
     max_superpixels: int = 64
     epoch_length: int = 100  # batches per rank per epoch: equal on every rank by construction
     shuffle_buffer: int = 64
     num_workers: int = 2
-    # auto | cpu | gpu | pyav; gpu: decord.gpu(LOCAL_RANK) where built with CUDA (else CPU + one warning);
-    # pyav: per-GOP CPU decoding that skips unneeded non-reference frames; auto: gpu where it works, else pyav
+    # auto (= pyav: PyAV per GOP, CPU) | torchcodec (CPU, optional) | gpu (NVDEC via torchcodec, else decord's CUDA
+    # build, else CPU + one warning) | cpu (decord); docs/data-loading.md
     decoder: str = choice("auto", DECODERS)
     skip_limit: int = 100  # bad samples in a row before the loader stops with an error (a config problem, not data)

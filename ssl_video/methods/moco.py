@@ -15,7 +15,8 @@ Shuffle-BN: with several ranks the key batch is gathered, permuted by one permut
 local slice encoded, and the keys gathered and un-shuffled, so the key encoder's BN statistics never come from the
 same sub-batch as the queries'. On one rank ``split_bn`` sub-batches emulate it (BN statistics over interleaved
 sub-batches, keys shuffled before splitting; our addition, not in the study); a batch that ``split_bn`` does not
-divide uses its largest divisor below ``split_bn`` that leaves 2 samples per sub-batch (one warning); ``split_bn: 1`` turns it off, which is logged.
+divide uses its largest divisor below ``split_bn`` that leaves 2 samples per sub-batch (one warning);
+``split_bn: 1`` turns it off, which is logged.
 """
 
 from __future__ import annotations

@@ -219,3 +219,47 @@ def test_device_batch_path_computes_the_worker_path_with_one_draw_per_chunk():
     assert torch.equal(batch["superpixels"], masks)  # the batch pass touches colours only
     assert all(torch.allclose(batch["clips"][b, 0, 0], batch["clips"][b, 0, t]) for b in range(2) for t in (1, 2))
     assert not torch.allclose(batch["clips"][0], batch["clips"][1])  # one draw per clip, independent across clips
+
+
+def test_resized_crop_box_keeps_videowalk_scale_and_aspect_inside_the_frame():
+    rng, fallbacks = random.Random(0), 0
+    for _ in range(400):
+        top, left, h, w = augment.resized_crop_box(60, 80, (0.8, 0.95), (0.7, 1.3), rng)
+        assert top >= 0 and top + h <= 60 and left >= 0 and left + w <= 80
+        if (top, left, h, w) == (0, 1, 60, 78):
+            fallbacks += 1  # 10 failed tries: the central crop, its aspect 4/3 clamped to 1.3 (as torchvision does)
+            continue
+        assert 0.8 - 0.03 <= h * w / (60 * 80) <= 0.95 + 0.03  # rounding of h and w
+        assert 0.7 - 0.03 <= w / h <= 1.3 + 0.03
+    assert fallbacks < 40
+
+
+def test_per_frame_crop_gives_each_frame_its_own_crop_and_the_maps_follow():
+    """Six copies of one frame: with data.per_frame_crop each gets its own videowalk crop (replayed from the seed and
+    checked with numpy indexing); without it the walk preset draws once per chunk and every frame stays equal."""
+    frames, labels = paint(l_shape(6)), l_shape(6)
+    cfg = _cfg(augment="none", per_frame_crop=True)
+    _, maps = augment_clip(frames, labels, cfg, random.Random(3))
+    preset = augment.Preset(**{**augment.PRESETS["none"].__dict__, **augment.PER_FRAME_CROP})
+    replay, crops = random.Random(3), set()
+    for t in range(6):
+        p = augment.draw_params(preset, 60, 80, cfg.crop_size, replay)
+        crops.add(p.crop)
+        expected = augment.finish_maps(torch.from_numpy(by_hand(labels[t : t + 1].numpy(), p).copy()), 64)
+        assert torch.equal(maps[t], expected[0]), t
+    assert len(crops) == 6
+    clip, maps = augment_clip(frames, labels, _cfg(augment="walk", per_frame_crop=False), random.Random(3))
+    assert all(torch.equal(clip[0], clip[t]) and torch.equal(maps[0], maps[t]) for t in range(6))
+    clip, _ = augment_clip(frames, labels, _cfg(augment="walk", per_frame_crop=True), random.Random(3))
+    assert len({clip[t].sum().item() for t in range(6)}) == 6
+
+
+def test_writing_into_a_preallocated_slot_equals_a_fresh_result():
+    frames, labels = paint(l_shape(4)), l_shape(4)
+    for preset, per_frame in (("judo", False), ("judo", True), ("walk", False)):
+        for seed in range(6):
+            fresh, fresh_maps = augment_clip(frames, labels, _cfg(augment=preset), random.Random(seed), per_frame)
+            slot = torch.full((2, 4, 3, 48, 48), float("nan"))
+            into, maps = augment_clip(frames, labels, _cfg(augment=preset), random.Random(seed), per_frame, out=slot[1])
+            assert into.data_ptr() == slot[1].data_ptr() and torch.equal(slot[1], fresh)
+            assert torch.equal(maps, fresh_maps) and slot[0].isnan().all()

@@ -161,3 +161,65 @@ def test_pyav_decoder_works_in_a_forked_worker_after_the_parent_used_it():
         child.kill()
         pytest.fail("decoding with PyAV hung in a forked child")
     assert child.exitcode == 0 and queue.get(timeout=5) == expected
+
+
+def _needs_torchcodec():
+    from ssl_video.data import decode_torchcodec
+
+    if not decode_torchcodec.available():
+        pytest.skip(f"torchcodec does not load here: {decode_torchcodec.error()}")
+
+
+def test_torchcodec_decoder_gives_the_frames_of_the_pyav_and_decord_paths(shared_videos):
+    _needs_torchcodec()
+    data = gop_video()
+    full = decode_frames(data, ctx="cpu")  # decord, every frame in order
+    for indices in ([0, 4, 8, 12], [7, 2, 2, 11, 39, 0], list(range(40)), [31, 30, 25]):
+        np.testing.assert_array_equal(decode_frames(data, indices, ctx="torchcodec"), full[indices])
+    assert decode_frames(data, [], ctx="torchcodec").shape == (0, 48, 64, 3)
+    with pytest.raises(ValueError, match=r"out of range 0\.\.39: 3\.\.40"):
+        decode_frames(data, [3, 40], ctx="torchcodec")
+    for bad in (b"not a video at all", (shared_videos / "corrupted.mp4").read_bytes()):
+        with pytest.raises(ValueError, match="cannot (open video|decode frames)") as err:
+            decode_frames(bad, ctx="torchcodec")
+        assert "\n" not in str(err.value)
+    raw = (shared_videos / "demo.mp4").read_bytes()  # a real H.264 file, B-frames, other GOP structure
+    np.testing.assert_array_equal(decode_frames(raw, [3, 40, 41, 200], ctx="torchcodec"),
+                                  decode_frames(raw, [3, 40, 41, 200], ctx="pyav"))  # fmt: skip
+    assert decode.resolve_decoder("torchcodec") == "torchcodec" and active_decoder("torchcodec") == "torchcodec"
+
+
+def test_missing_torchcodec_falls_back_to_pyav_with_one_warning(monkeypatch):
+    from ssl_video.data import decode_torchcodec
+
+    monkeypatch.setattr(decode_torchcodec, "_loaded", False)
+    monkeypatch.setattr(decode_torchcodec, "_error", "No module named 'torchcodec'")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert decode.resolve_decoder("torchcodec") == "pyav"
+    expected = "torchcodec unavailable (No module named 'torchcodec'); decoding with PyAV"
+    assert [str(w.message) for w in caught] == [expected]
+    data = gop_video(10)
+    got = decode_frames(data, [1, 5], ctx="torchcodec")
+    np.testing.assert_array_equal(got, decode_frames(data, [1, 5], ctx="pyav"))
+    assert active_decoder("torchcodec") == "pyav" and decode.resolve_decoder("auto") == "pyav"
+
+
+def test_torchcodec_cuda_request_falls_back_to_its_cpu_path_once(monkeypatch):
+    """Where the first CUDA decode fails (here: no CUDA device at all), one warning, then CPU decoding."""
+    _needs_torchcodec()
+    import torch
+
+    from ssl_video.data import decode_torchcodec
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present: the fallback path does not run")
+    monkeypatch.setattr(decode_torchcodec, "_cuda_works", None)
+    data = gop_video(10)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first = decode_frames(data, [2, 6], ctx="torchcodec-cuda")
+        second = decode_frames(data, [2, 6], ctx="torchcodec-cuda")
+    assert len([w for w in caught if "torchcodec CUDA decoding unavailable" in str(w.message)]) == 1
+    np.testing.assert_array_equal(first, decode_frames(data, [2, 6], ctx="pyav"))
+    np.testing.assert_array_equal(first, second)
