@@ -106,66 +106,54 @@ def grid(height: int, width: int, n_segments: int) -> tuple[int, int, float]:
     return rows, cols, math.sqrt(height * width / (rows * cols))
 
 
-def _quadrant(h: int, w: int, rows: int, cols: int) -> tuple[int, int]:
-    """Size of a quarter cell: cells are ``2 qh x 2 qw``, the frame padded to whole cells."""
-    return -(-h // (2 * rows)), -(-w // (2 * cols))
-
-
 @functools.lru_cache(maxsize=32)
 def _layout(h: int, w: int, rows: int, cols: int, step: float, frames: int,
             device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-shape constants, cached (building them was a third of a single frame's time). Pixels are laid out by
-    quarter cell (``Q = 4 * rows * cols`` blocks of ``P`` pixels, raster order of the quarter-cell grid):
-    ``(Q, 3, P)`` each pixel's ``[y / step, x / step, weight]`` (weight 0 where the frame is padded to whole cells);
-    ``(frames*Q, 4)`` the 4 centres a quarter cell's pixels are compared with (the 2x2 cells around its corner:
-    SLIC's 2S x 2S window), numbered over the batch with ``K+1`` per frame (``K``: off the grid); ``(frames*Q, 4)``
-    the same numbered within the frame; ``(1, 4, P)`` the one-hot of each pixel's own cell (the first pass)."""
-    qh, qw = _quadrant(h, w, rows, cols)
-    k, q = rows * cols, 4 * rows * cols
-    y = torch.arange(2 * rows * qh, device=device).view(2 * rows, qh, 1, 1).expand(-1, -1, 2 * cols, qw)
-    x = torch.arange(2 * cols * qw, device=device).view(1, 1, 2 * cols, qw).expand(2 * rows, qh, -1, -1)
-    yx = torch.stack([y, x]).permute(1, 3, 0, 2, 4).reshape(q, 2, qh * qw).float()  # (Q, 2, P) by quarter cell
+    grid cell (``K = rows * cols`` blocks of ``P`` pixels, the frame padded to whole cells):
+    ``(K, 3, P)`` each pixel's ``[y / step, x / step, weight]`` (weight 0 on padding);
+    ``(frames*K, 9)`` the centres a cell's pixels are compared with (its own and the 8 neighbouring cells': SLIC's
+    2S x 2S window around centres that stay near their cell), numbered over the batch with ``K+1`` per frame (``K``:
+    off the grid); ``(frames*K, 9)`` the same numbered within the frame; ``(1, 9, P)`` the one-hot of the own cell."""
+    ch, cw = -(-h // rows), -(-w // cols)
+    k = rows * cols
+    y = torch.arange(rows * ch, device=device).view(rows, ch, 1, 1).expand(-1, -1, cols, cw)
+    x = torch.arange(cols * cw, device=device).view(1, 1, cols, cw).expand(rows, ch, -1, -1)
+    yx = torch.stack([y, x]).permute(1, 3, 0, 2, 4).reshape(k, 2, ch * cw).float()  # (K, 2, P) by cell
     weight = ((yx[:, :1] < h) & (yx[:, 1:] < w)).float()
     pos = torch.cat([yx / step, torch.ones_like(weight)], 1) * weight
-    qi = torch.arange(2 * rows, device=device).view(-1, 1)
-    qj = torch.arange(2 * cols, device=device).view(1, -1)
-    r0, c0 = (qi + 1) // 2 - 1, (qj + 1) // 2 - 1  # top-left cell of the 2x2 around the quarter's outer corner
-    cand = []
-    for dr, dc in ((0, 0), (0, 1), (1, 0), (1, 1)):
-        r, c = r0 + dr, c0 + dc
-        cand.append(torch.where((r >= 0) & (r < rows) & (c >= 0) & (c < cols), r * cols + c, k))
-    local = torch.stack(cand, -1).view(q, 4)
-    batched = (local + torch.arange(frames, device=device).view(-1, 1, 1) * (k + 1)).reshape(frames * q, 4)
-    own = (2 * (1 - qi % 2) + (1 - qj % 2)).expand(2 * rows, 2 * cols).reshape(q, 1, 1)  # own cell's slot
-    first = (own == torch.arange(4, device=device).view(1, 4, 1)).float().expand(q, 4, qh * qw)
+    idx = torch.arange(k, device=device, dtype=torch.float32).view(1, 1, rows, cols)
+    local = F.unfold(F.pad(idx, (1, 1, 1, 1), value=float(k)), 3).view(9, k).T.contiguous().long()  # (K, 9)
+    batched = (local + torch.arange(frames, device=device).view(-1, 1, 1) * (k + 1)).reshape(frames * k, 9)
+    first = (torch.arange(9, device=device) == 4).float().view(1, 9, 1).expand(1, 9, ch * cw)
     return pos, batched, local.repeat(frames, 1), first
 
 
 def _features(rgb: torch.Tensor, compactness: float, rows: int, cols: int, step: float) -> torch.Tensor:
-    """``(N*Q, 7, P)``: per quarter cell and pixel [L/m, a/m, b/m, y/S, x/S, weight, |.|^2] of ``rgb``
+    """``(N*K, 7, P)``: per grid cell and pixel [L/m, a/m, b/m, y/S, x/S, weight, |.|^2] of ``rgb``
     ``(N, H, W, 3)``, which is padded to whole cells with pixels of no weight."""
     n, h, w, _ = rgb.shape
-    qh, qw = _quadrant(h, w, rows, cols)
-    q, p = 4 * rows * cols, qh * qw
+    ch, cw = -(-h // rows), -(-w // cols)
+    k, p = rows * cols, ch * cw
     pos = _layout(h, w, rows, cols, step, n, rgb.device)[0]
-    rgb = F.pad(rgb.permute(0, 3, 1, 2), (0, 2 * cols * qw - w, 0, 2 * rows * qh - h))  # cheap in uint8
-    planar = rgb.reshape(n, 3, 2 * rows, qh, 2 * cols, qw).permute(0, 2, 4, 1, 3, 5).reshape(n * q, 3, p)
-    out = torch.empty(n, q, 7, p, device=rgb.device)
-    _lab_into(planar, out.view(n * q, 7, p), 1.0 / compactness)  # black padding: Lab 0 (and no weight)
+    rgb = F.pad(rgb.permute(0, 3, 1, 2), (0, cols * cw - w, 0, rows * ch - h))  # (N, 3, Hp, Wp), cheap in uint8
+    planar = rgb.reshape(n, 3, rows, ch, cols, cw).permute(0, 2, 4, 1, 3, 5).reshape(n * k, 3, p)
+    out = torch.empty(n, k, 7, p, device=rgb.device)
+    _lab_into(planar, out.view(n * k, 7, p), 1.0 / compactness)  # black padding: Lab 0 (and no weight)
     out[:, :, 3:6] = pos
-    out = out.view(n * q, 7, p)
+    out = out.view(n * k, 7, p)
     torch.sum(out[:, :5].square(), 1, out=out[:, 6])
     return out
 
 
 def _nearest(feats: torch.Tensor, cand: torch.Tensor, dist: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
-    """Per pixel of ``feats`` ``(B, 7, P)``, its squared distance to the nearest of its block's 4 candidates ``cand``
-    ``(B, 4, 7)`` ([-2c, |c|^2, 1]), with the candidate's slot 0..3 in the low 2 bits of the float, ``(B, P)``."""
-    torch.bmm(cand, feats, out=dist)  # |c|^2 - 2 p.c + |p|^2 = squared SLIC distance, (B, 4, P)
-    # argmin over 4 as one integer min: non-negative floats order like their bits; the slot goes in the low bits.
+    """Per pixel of ``feats`` ``(B, 7, P)``, its squared distance to the nearest of its cell's 9 candidates ``cand``
+    ``(B, 9, 7)`` ([-2c, |c|^2, 1]), with the candidate's slot 0..8 in the low 4 bits of the float, ``(B, P)``."""
+    torch.bmm(cand, feats, out=dist)  # |c|^2 - 2 p.c + |p|^2 = squared SLIC distance, (B, 9, P)
+    # argmin over 9 as one integer min: non-negative floats order like their bits; the slot goes in the low bits.
     # Only a distance that is 0 up to rounding can come out negative, and it is then the nearest (or a tie) anyway
     bits = dist.view(torch.int32)
-    bits.bitwise_and_(~3).bitwise_or_(slot)
+    bits.bitwise_and_(~15).bitwise_or_(slot)
     return bits.amin(1)
 
 
@@ -181,9 +169,9 @@ class _Centres:
         self.table[..., 6] = 1.0
         self.flat_table = self.table.view(-1, 7)
         self.neg2, self.square = self.table[:, :k, :5], self.table[:, :k, 5]  # views made once: each costs a call
-        self.cand = torch.empty(blocks, 4, 7, device=device)
+        self.cand = torch.empty(blocks, 9, 7, device=device)
         self.cand_flat = self.cand.view(-1, 7)
-        self.part = torch.empty(blocks, 4, 6, device=device)
+        self.part = torch.empty(blocks, 9, 6, device=device)
         self.part_flat = self.part.view(-1, 6)
         self.acc = torch.empty(n * (k + 1), 6, device=device)
         sums = self.acc.view(n, k + 1, 6)[:, :k]
@@ -191,7 +179,7 @@ class _Centres:
         self.values = torch.zeros(n, k, 5, device=device)
 
     def update(self, onehot: torch.Tensor, pixels_t: torch.Tensor, active: torch.Tensor | None) -> None:
-        """Centres <- mean of their pixels (``onehot`` ``(B, 4, P)`` over each block's candidates); a centre without
+        """Centres <- mean of their pixels (``onehot`` ``(B, 9, P)`` over each block's candidates); a centre without
         pixels, or of a frame no longer ``active``, stays."""
         torch.bmm(onehot, pixels_t, out=self.part)
         self.acc.zero_().index_add_(0, self.dest, self.part_flat)
@@ -199,7 +187,7 @@ class _Centres:
         self.values = torch.where(keep, self.total / self.count.clamp_min(1e-6), self.values)
 
     def candidates(self) -> torch.Tensor:
-        """``(B, 4, 7)`` each block's candidates for :func:`_nearest`."""
+        """``(B, 9, 7)`` each cell's candidates for :func:`_nearest`."""
         torch.mul(self.values, -2.0, out=self.neg2)
         torch.sum(self.values.square(), -1, out=self.square)
         torch.index_select(self.flat_table, 0, self.dest, out=self.cand_flat)
@@ -207,8 +195,8 @@ class _Centres:
 
 
 def _cluster(feats: torch.Tensor, n: int, rows: int, cols: int, layout: tuple, iters: int,
-             quarter: tuple[int, int], subsample: int = 1, tol: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """SLIC k-means on quarter-cell blocks: each pixel's centre ``(B, P)`` (numbered ``0..K-1`` per frame) and the
+             cell: tuple[int, int], subsample: int = 1, tol: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """SLIC k-means on cell blocks: each pixel's centre ``(B, P)`` (numbered ``0..K-1`` per frame) and the
     centres ``(N, K, 5)`` (colour first).
 
     ``feats`` ``(B, 7, P)`` from :func:`_features`, ``layout`` from :func:`_layout`. The iterations use every
@@ -219,21 +207,19 @@ def _cluster(feats: torch.Tensor, n: int, rows: int, cols: int, layout: tuple, i
     b, _, p = feats.shape
     dev = feats.device
     _, table, local, first = layout
-    sub = feats.view(b, 7, *quarter)[:, :, ::subsample, ::subsample].reshape(b, 7, -1) if subsample > 1 else feats
+    sub = feats.view(b, 7, *cell)[:, :, ::subsample, ::subsample].reshape(b, 7, -1) if subsample > 1 else feats
     sub_t = sub[:, :6].transpose(1, 2).contiguous()  # (B, P', 6): bmm with a contiguous right side is ~1.5x faster
-    if subsample > 1:
-        first = first.reshape(-1, 4, *quarter)[:, :, ::subsample, ::subsample].reshape(first.shape[0], 4, -1)
     centres = _Centres(n, rows * cols, b, table.view(-1), dev)
-    centres.update(first.repeat(n, 1, 1), sub_t, None)  # the first pass: each pixel in its own grid cell
-    slot = torch.arange(4, dtype=torch.int32, device=dev).view(1, 4, 1)
-    dist = torch.empty(b, 4, sub.shape[-1], device=dev)
+    centres.update(first[:, :, :sub.shape[-1]].expand(b, -1, -1), sub_t, None)  # first pass: the grid cells
+    slot = torch.arange(9, dtype=torch.int32, device=dev).view(1, 9, 1)
+    dist = torch.empty(b, 9, sub.shape[-1], device=dev)
     dist_bits = dist.view(torch.int32)
     onehot = torch.empty_like(dist)
     limit = tol * sub.shape[-1] * (b // n)  # changed pixels per frame under which a frame has converged
     prev, active = None, None if n == 1 else torch.ones(n, 1, 1, dtype=torch.bool, device=dev)
     for _ in range(iters - 1):
         best = _nearest(sub, centres.candidates(), dist, slot)
-        now = best & 3
+        now = best & 15
         if prev is not None:
             moved = (now != prev).view(n, -1).sum(1)
             if active is None:
@@ -247,8 +233,8 @@ def _cluster(feats: torch.Tensor, n: int, rows: int, cols: int, layout: tuple, i
         # one-hot of the nearest slot: the packed values are unique per pixel
         torch.eq(dist_bits, best.unsqueeze(1), out=onehot)
         centres.update(onehot, sub_t, active)
-    full = _nearest(feats, centres.candidates(), torch.empty(b, 4, p, device=dev), slot)
-    return local.gather(1, (full & 3).long()), centres.values
+    full = _nearest(feats, centres.candidates(), torch.empty(b, 9, p, device=dev), slot)
+    return local.gather(1, (full & 15).long()), centres.values
 
 
 # ------------------------------------------------------------------------------------------------------------ SLIC
@@ -293,11 +279,11 @@ def slic_fast(frames: torch.Tensor, n_segments: int = 100, compactness: float = 
         rgb = _block_mean(rgb, f)
     n, h, w, _ = rgb.shape
     step = full_step / f
-    qh, qw = _quadrant(h, w, rows, cols)
+    ch, cw = -(-h // rows), -(-w // cols)  # cell size; the frame is padded to a whole number of cells
     feats = _features(rgb, compactness, rows, cols, step)
     layout = _layout(h, w, rows, cols, step, n, feats.device)
-    assign, centres = _cluster(feats, n, rows, cols, layout, max_num_iter, (qh, qw), subsample, tol)
-    labels = assign.view(n, 2 * rows, 2 * cols, qh, qw).permute(0, 1, 3, 2, 4).reshape(n, 2 * rows * qh, -1)[:, :h, :w]
+    assign, centres = _cluster(feats, n, rows, cols, layout, max_num_iter, (ch, cw), subsample, tol)
+    labels = assign.view(n, rows, cols, ch, cw).permute(0, 1, 3, 2, 4).reshape(n, rows * ch, cols * cw)[:, :h, :w]
     if not enforce_connectivity:
         return _upsample(_compact_clusters(labels, rows * cols) + start_label, f, full_h, full_w)
     out = _connectivity_merge(labels, centres, int(min_size_factor * h * w / (rows * cols)))
