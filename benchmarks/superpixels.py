@@ -1,6 +1,6 @@
 """Superpixel speed and quality on real frames: slic_fast vs fast-slic (when installed) vs skimage's slic.
 
-    python benchmarks/superpixels.py [--clips ../shared/data/clips] [--per-clip 8] [--rounds 5] [--gpu-batch 256]
+    python benchmarks/superpixels.py [--clips ../shared/data/clips | --frames-npy F.npy] [--per-clip 8] [--rounds 5]
 
 Frames: every video in ``--clips`` decoded, ``--per-clip`` frames spread over each, resized to 256 short side and
 centre-cropped to 256x256 (DAVIS-style). Speed: frames/s per core from this process's CPU time with one torch
@@ -151,14 +151,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clips", type=Path, default=DEFAULT_CLIPS, help="folder of real videos")
     ap.add_argument("--per-clip", type=int, default=8)
+    ap.add_argument("--frames-npy", type=Path, default=None, help="frames saved with np.save instead of --clips")
     ap.add_argument("--batch", type=int, default=8, help="slic_fast batch")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--gpu-batch", type=int, default=256)
     ap.add_argument("--no-quality", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    frames = real_frames(args.clips, args.per_clip)
-    print(f"{len(frames)} real frames 256x256 from {args.clips}; CPU time, 1 thread, median [min-max] of "
+    source = args.frames_npy or args.clips
+    frames = np.load(source) if args.frames_npy else real_frames(args.clips, args.per_clip)
+    print(f"{len(frames)} real frames 256x256 from {source}; CPU time, 1 thread, median [min-max] of "
           f"{args.rounds} interleaved rounds; min_size_factor {MIN_SIZE} for all")
     if fast_slic_class() is None:
         print("fast-slic not installed (pip install cython && pip install --no-build-isolation fast-slic): skipped")
