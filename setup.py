@@ -31,6 +31,9 @@ setup(
     ],
     extras_require={
         "dev": ["pytest>=8", "pytest-timeout", "ruff"],
+        # the superpixel benchmark's peer; fast-slic builds from source and needs cython installed first:
+        # pip install cython && pip install --no-build-isolation fast-slic
+        "bench": ["fast-slic>=0.4"],
     },
     entry_points={
         "console_scripts": [

@@ -6,10 +6,11 @@ a batched torch SLIC (:func:`slic_fast`) that runs on CPU or CUDA from the same 
 Output labels of :func:`segment` are ``uint16``, contiguous ``0..n-1`` per frame.
 
 How ``slic_fast`` matches skimage's ``slic``: the same Lab conversion (sRGB D65, tested against ``rgb2lab``), the same
-grid of initial centres (``skimage.util.regular_grid``), the same distance ``d_lab^2 / m^2 + d_xy^2 / S^2`` with
-``S = max grid step``, at most the same iteration count (skimage's first pass is a pure grid partition because its
-centres start with zero colour; here that pass is the initialisation). Differences, all measured by the superpixel
-benchmark and ``benchmarks/superpixels.py`` (boundary recall and ASA at least skimage's on the synthetic DAVIS set):
+distance ``d_lab^2 / m^2 + d_xy^2 / S^2``, at most the same iteration count (skimage's first pass is a pure grid
+partition because its centres start with zero colour; here that pass is the initialisation). Differences, all
+measured by ``benchmarks/superpixels.py`` (docs/superpixels.md):
+- the grid has ``rows x cols`` close to ``n_segments`` with near-square cells (:func:`grid`, fast-slic's rule:
+  skimage's ``regular_grid`` gives 25 centres for 30 at 256x256) and ``S`` is the side of the mean cell;
 - where superpixels are large (``S >= 16`` pixels: e.g. 256x256 with n_segments <= ~250) the frame is first averaged
   over 2x2 blocks (``downsample=2``), segmented, and each pixel takes its block's label (boundaries snap to even
   pixels: within the 1-pixel tolerance of boundary recall at 256x256); ``downsample=1`` turns this off;
@@ -23,6 +24,10 @@ benchmark and ``benchmarks/superpixels.py`` (boundary recall and ASA at least sk
   splitting of components above ``max_size`` (a buffer limit of its breadth-first search) is not reproduced, so
   ``max_size_factor`` is accepted and ignored;
 - ``sigma`` smooths the RGB frame (skimage smooths the Lab image).
+Speed: pixels are laid out by grid cell so that one ``bmm`` gives every pixel's distance to its 9 candidates, the
+argmin is one integer ``amin`` (slot in the low bits of the float), the update one ``bmm`` + ``index_add_``; tables
+that depend only on the shape are cached (:func:`_layout`) and each iteration is ~25 tensor calls whatever the batch,
+since a single frame on one CPU core is bound by the per-call overhead.
 Connected components: ``skimage.measure.label`` on CPU; on CUDA a vectorised min-label propagation (same partition,
 tested on CPU).
 """
