@@ -273,7 +273,7 @@ def slic_fast(frames: torch.Tensor, n_segments: int = 100, compactness: float = 
     if sigma > 0:  # skimage smooths the Lab image (reflect padding, truncate 4); smoothing RGB first is close
         from torchvision.transforms.v2.functional import gaussian_blur
 
-        k = 2 * int(4 * sigma + 0.5) + 1
+        k = 2 * min(int(4 * sigma + 0.5), min(rgb.shape[1:3]) - 1) + 1  # reflect padding needs k//2 < size
         was_uint8 = rgb.dtype == torch.uint8
         rgb = gaussian_blur(rgb.permute(0, 3, 1, 2).float() / (255.0 if was_uint8 else 1.0), [k, k], [sigma, sigma])
         rgb = rgb.permute(0, 2, 3, 1)

@@ -86,3 +86,16 @@ def test_fast_slic_is_optional(monkeypatch):
     monkeypatch.setattr(bench, "fast_slic_class", lambda: None)
     names = list(bench.algorithms(10, 30.0, 4))
     assert "fast-slic" not in names and "skimage slic" in names and "slic_fast batch 4" in names
+
+
+@pytest.mark.parametrize("shape,n_segments", [((1, 8, 8, 3), 100), ((2, 5, 300, 3), 10), ((1, 1, 1, 3), 4),
+                                              ((3, 64, 48, 3), 1), ((2, 33, 97, 3), 7)])
+def test_odd_shapes_give_contiguous_labels(shape, n_segments):
+    x = torch.randint(0, 256, shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    for kw in ({}, {"enforce_connectivity": False}, {"sigma": 1.0}, {"downsample": 1, "subsample": 1, "tol": 0.0}):
+        out = seg.slic_fast(x, n_segments=n_segments, **kw)
+        assert out.shape == shape[:3]
+        for frame in out:
+            assert torch.equal(torch.unique(frame), torch.arange(int(frame.max()) + 1))
+    rows, cols, _ = seg.grid(shape[1], shape[2], n_segments)  # at most one cluster per centre before connectivity
+    assert int(seg.slic_fast(x, n_segments=n_segments, enforce_connectivity=False).max()) < rows * cols
