@@ -43,6 +43,9 @@ setup(
     extras_require={
         "dev": ["pytest>=8", "pytest-timeout", "ruff", "torchcodec>=0.17"],
         "torchcodec": ["torchcodec>=0.17"],  # data.decoder=torchcodec / gpu (NVDEC); needs FFmpeg's shared libraries
+        # the superpixel benchmark's peer; fast-slic builds from source and needs cython installed first:
+        # pip install cython && pip install --no-build-isolation fast-slic
+        "bench": ["fast-slic>=0.4"],
     },
     entry_points={
         "console_scripts": [

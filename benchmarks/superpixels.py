@@ -1,115 +1,185 @@
-"""Superpixel speed: frames/s per core at 256x256 for slic_fast vs skimage's slic, felzenszwalb, quickshift.
+"""Superpixel speed and quality on real frames: slic_fast vs fast-slic (when installed) vs skimage's slic.
 
-    python benchmarks/superpixels.py [--size 256] [--frames 16] [--batch 8] [--n-segments 64] [--gpu-batch 256]
-                                      [--quality-sequences 3]
+    python benchmarks/superpixels.py [--clips ../shared/data/clips | --frames-npy F.npy] [--per-clip 8] [--rounds 5]
 
-Frames are synthetic (ssl_video.synthetic.generate.render_sequence). CPU figures run with torch.set_num_threads(1)
-(skimage is single-threaded) and count this process's CPU time, so they are per core and little affected by other
-load on the machine; the GPU figure (when CUDA is available) is wall-clock for the whole device.
-Prints one line per algorithm and slic_fast's speed-up over skimage's slic. Timings on a shared machine are noisy.
-Then the quality of slic_fast and skimage's slic (boundary recall, ASA, undersegmentation error, segments) on a
-synthetic DAVIS set at the same size (ssl_video.synthetic.generate.write_davis, JPEG frames; 0 sequences: skipped).
+Frames: every video in ``--clips`` decoded, ``--per-clip`` frames spread over each, resized to 256 short side and
+centre-cropped to 256x256 (DAVIS-style). Speed: frames/s per core from this process's CPU time with one torch
+thread (skimage and fast-slic run single-threaded too), for slic_fast on single frames and on batches of ``--batch``,
+fast-slic (``fast_slic.avx2.SlicAvx2`` where the CPU has AVX2, else ``fast_slic.Slic``; optional: ``pip install
+cython && pip install --no-build-isolation fast-slic``, extra ``bench``) and skimage; the algorithms are timed in
+interleaved rounds (so machine load hits them alike) and each figure is the median over ``--rounds`` with the spread.
+Presets: the superpixel study's SLIC-10/30/50 at compactness 30 and 64 segments at compactness 10.
+Quality: real frames have no ground truth, so each frame is composited from real footage: a synthetic DAVIS frame's
+object masks (ssl_video.synthetic.render) cut objects out of other real frames and paste them on this one; the masks
+are the ground truth (boundary recall, ASA, UE as in ssl_video.eval.superpixel_metrics). min_size_factor is 0.25 for
+every algorithm that has one (fast-slic's default; skimage and slic_fast default to 0.5), so all merge alike.
+On CUDA also slic_fast's frames/s (wall clock, batch ``--gpu-batch``).
 """
 
 from __future__ import annotations
 
 import argparse
-import tempfile
+import statistics
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from ssl_video.superpixels.segment import segment, slic_fast
-from ssl_video.synthetic.generate import render_sequence
 
-SKIMAGE = {
-    "slic": {"compactness": 10.0, "start_label": 0},
-    "felzenszwalb": {"scale": 100, "sigma": 0.5, "min_size": 60},
-    "quickshift": {"ratio": 1.0, "kernel_size": 3, "max_dist": 8, "sigma": 0.0},
-}
+PRESETS = ((10, 30.0), (30, 30.0), (50, 30.0), (64, 10.0))
+MIN_SIZE = 0.25  # fast-slic's default min_size_factor; used for every algorithm
+DEFAULT_CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips"
 
 
-def _rate(fn, frames: int, repeats: int) -> float:
-    """Frames per second of this process's CPU time (per core with one thread; robust to a loaded machine)."""
-    fn()  # warm-up (imports, allocator, CUDA kernels)
-    start = time.process_time()
-    for _ in range(repeats):
-        fn()
-    return frames * repeats / (time.process_time() - start)
+def real_frames(clips: Path, per_clip: int = 8, size: int = 256) -> np.ndarray:
+    """``(N, size, size, 3)`` uint8: ``per_clip`` frames spread over each video, short side ``size``, centre crop."""
+    import av
+    import torch.nn.functional as F
+
+    out = []
+    for path in sorted(p for p in clips.iterdir() if p.suffix in (".mp4", ".avi", ".mkv", ".mov")):
+        with av.open(str(path)) as container:
+            frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+        for i in np.linspace(0, len(frames) - 1, per_clip).round().astype(int):
+            x = torch.from_numpy(frames[i]).permute(2, 0, 1)[None].float()
+            scale = size / min(x.shape[-2:])
+            x = F.interpolate(x, size=[max(size, round(s * scale)) for s in x.shape[-2:]], mode="bilinear",
+                              antialias=True, align_corners=False)
+            top, left = (x.shape[-2] - size) // 2, (x.shape[-1] - size) // 2
+            crop = x[0, :, top:top + size, left:left + size].round().clamp(0, 255).to(torch.uint8)
+            out.append(crop.permute(1, 2, 0).numpy())
+    if not out:
+        raise SystemExit(f"error: no videos in {clips}")
+    return np.ascontiguousarray(np.stack(out))
 
 
-def _wall_rate(fn, frames: int, repeats: int) -> float:
-    fn()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    return frames * repeats / (time.perf_counter() - start)
+def composite(frames: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Real-texture frames with known object boundaries: frame ``i`` is the background, object ``k`` of a synthetic
+    DAVIS mask is cut from real frame ``i + 7k``. Returns the frames and the masks (the ground truth)."""
+    from ssl_video.synthetic.render import render_sequence
+
+    n, h, w, _ = frames.shape
+    out, masks = [], []
+    for i in range(n):
+        mask = render_sequence(seed * 1000 + i, 1, (h, w), num_objects=3)[1][0].astype(np.int64)
+        sources = np.stack([frames[(i + 7 * k) % n] for k in range(mask.max() + 1)])
+        out.append(sources[mask, np.arange(h)[:, None], np.arange(w)[None]])
+        masks.append(mask)
+    return np.ascontiguousarray(np.stack(out)), np.stack(masks)
+
+
+def fast_slic_class():
+    """fast-slic's fastest class on this CPU, or None when the package is not installed."""
+    try:
+        from fast_slic.avx2 import SlicAvx2
+        return SlicAvx2
+    except ImportError:
+        try:
+            from fast_slic import Slic
+            return Slic
+        except ImportError:
+            return None
+
+
+def algorithms(n: int, m: float, batch: int) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    """Name -> a function segmenting frames ``(N, H, W, 3)`` into ``(N, H, W)`` labels."""
+    from skimage.segmentation import slic
+
+    def fast(frames: np.ndarray, size: int) -> np.ndarray:
+        return np.concatenate([segment(frames[i:i + size], "slic_fast", n_segments=n, compactness=m,
+                                       min_size_factor=MIN_SIZE) for i in range(0, len(frames), size)])
+
+    algos = {"slic_fast single": lambda f: fast(f, 1), f"slic_fast batch {batch}": lambda f: fast(f, batch)}
+    peer = fast_slic_class()
+    if peer is not None:
+        algos["fast-slic"] = lambda f: np.stack([peer(num_components=n, compactness=m, min_size_factor=MIN_SIZE,
+                                                      num_threads=1).iterate(np.ascontiguousarray(x)) for x in f])
+    algos["skimage slic"] = lambda f: np.stack([slic(x, n_segments=n, compactness=m, start_label=0,
+                                                     min_size_factor=MIN_SIZE) for x in f])
+    return algos
+
+
+def speed(frames: np.ndarray, algos: dict, rounds: int, slow: tuple[str, ...] = ("skimage slic",)) -> dict:
+    """Frames/s per core of each algorithm: CPU time, interleaved rounds, ``(median, min, max)``."""
+    rates: dict[str, list[float]] = {name: [] for name in algos}
+    for fn in algos.values():
+        fn(frames[:2])  # warm-up: imports, caches, allocator
+    for r in range(rounds):
+        for name, fn in algos.items():
+            if name in slow and r >= 2:
+                continue  # skimage is ~15x slower: two rounds suffice
+            subset = frames[:8] if name in slow else frames
+            start = time.process_time()
+            fn(subset)
+            rates[name].append(len(subset) / (time.process_time() - start))
+    return {name: (statistics.median(v), min(v), max(v)) for name, v in rates.items()}
+
+
+def quality(frames: np.ndarray, masks: np.ndarray, algos: dict) -> dict:
+    """Mean per-frame boundary recall, ASA, UE and segment count of each algorithm against ``masks``."""
+    from ssl_video.eval.superpixel_metrics import frame_metrics
+
+    out = {}
+    for name, fn in algos.items():
+        labels = fn(frames)
+        rows = [frame_metrics(sp, gt) for sp, gt in zip(labels, masks)]
+        out[name] = {k: float(np.mean([r[k] for r in rows])) for k in ("br", "asa", "ue", "segments")}
+    return out
+
+
+def cuda_rate(frames: np.ndarray, n: int, m: float, batch: int) -> float:
+    """slic_fast frames/s on CUDA (wall clock, whole device), batch ``batch``."""
+    x = torch.from_numpy(np.concatenate([frames] * -(-batch // len(frames)))[:batch]).cuda()
+
+    def run() -> None:
+        slic_fast(x, n_segments=n, compactness=m)
+        torch.cuda.synchronize()
+
+    run()
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return batch / statistics.median(times)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", type=int, default=256)
-    ap.add_argument("--frames", type=int, default=16, help="frames timed per CPU algorithm")
-    ap.add_argument("--batch", type=int, default=8, help="slic_fast CPU batch")
-    ap.add_argument("--n-segments", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--clips", type=Path, default=DEFAULT_CLIPS, help="folder of real videos")
+    ap.add_argument("--per-clip", type=int, default=8)
+    ap.add_argument("--frames-npy", type=Path, default=None, help="frames saved with np.save instead of --clips")
+    ap.add_argument("--batch", type=int, default=8, help="slic_fast batch")
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--gpu-batch", type=int, default=256)
-    ap.add_argument("--quality-sequences", type=int, default=3, help="synthetic DAVIS sequences for BR/ASA (0: skip)")
+    ap.add_argument("--no-quality", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    frames, _ = render_sequence(0, args.frames, (args.size, args.size), num_objects=3)
-    n = args.n_segments
-    print(f"{args.frames} frames {args.size}x{args.size}, n_segments={n}, torch threads=1")
-    rates = {}
-    batches = [frames[i:i + args.batch] for i in range(0, len(frames), args.batch)]
-    rates["slic_fast"] = _rate(lambda: [segment(b, "slic_fast", n_segments=n, compactness=10.0) for b in batches],
-                               len(frames), args.repeats)
-    for algo, params in SKIMAGE.items():
-        extra = {"n_segments": n} if algo == "slic" else {}
-        rates[algo] = _rate(lambda a=algo, p=params, e=extra: segment(frames, a, **p, **e), len(frames), 1)
-    for algo, r in rates.items():
-        print(f"{algo:>14}: {r:8.1f} frames/s per core ({1000 / r:6.2f} ms/frame)")
-    print(f"slic_fast / skimage slic: {rates['slic_fast'] / rates['slic']:.1f}x")
-    if torch.cuda.is_available():
-        reps = max(1, args.gpu_batch // len(frames))
-        x = torch.from_numpy(np.concatenate([frames] * reps)).cuda()
-
-        def run() -> None:
-            slic_fast(x, n_segments=n, compactness=10.0)
-            torch.cuda.synchronize()
-
-        print(f"{'slic_fast cuda':>14}: {_wall_rate(run, len(x), 5):8.1f} frames/s ({torch.cuda.get_device_name()}, "
-              f"batch {len(x)})")
-    else:
-        print("no CUDA: GPU figure skipped")
-    if args.quality_sequences > 0:
-        quality(args.size, n, args.quality_sequences, args.batch)
-
-
-def quality(size: int, n_segments: int, sequences: int, batch: int) -> dict[str, dict[str, float]]:
-    """Mean per-frame BR / ASA / UE / segments of slic_fast and skimage's slic on a synthetic DAVIS set; printed."""
-    from ssl_video.eval.superpixel_benchmark import read_davis
-    from ssl_video.eval.superpixel_metrics import frame_metrics
-    from ssl_video.synthetic.generate import write_davis
-
-    params = {"slic_fast": {"n_segments": n_segments, "compactness": 10.0},
-              "slic": {"n_segments": n_segments, "compactness": 10.0, "start_label": 0}}
-    with tempfile.TemporaryDirectory() as tmp:
-        root = write_davis(f"{tmp}/davis", seed=0, num_sequences=sequences, num_frames=8, size=(size, size))
-        data = list(read_davis(root))
-    out = {}
-    for algo, p in params.items():
-        rows = []
-        for _, frames, masks in data:
-            labels = np.concatenate([segment(frames[i:i + batch], algo, **p) for i in range(0, len(frames), batch)])
-            rows += [frame_metrics(sp, gt) for sp, gt in zip(labels, masks)]
-        out[algo] = {k: float(np.mean([r[k] for r in rows])) for k in ("br", "asa", "ue", "segments")}
-    print(f"quality on a synthetic DAVIS set ({sequences} sequences x 8 frames, {size}x{size}):")
-    for algo, m in out.items():
-        print(f"{algo:>14}: boundary recall {m['br']:.3f}  ASA {m['asa']:.3f}  UE {m['ue']:.3f}  "
-              f"segments {m['segments']:.1f}")
-    return out
+    source = args.frames_npy or args.clips
+    frames = np.load(source) if args.frames_npy else real_frames(args.clips, args.per_clip)
+    print(f"{len(frames)} real frames 256x256 from {source}; CPU time, 1 thread, median [min-max] of "
+          f"{args.rounds} interleaved rounds; min_size_factor {MIN_SIZE} for all")
+    if fast_slic_class() is None:
+        print("fast-slic not installed (pip install cython && pip install --no-build-isolation fast-slic): skipped")
+    comp, masks = (None, None) if args.no_quality else composite(frames)
+    for n, m in PRESETS:
+        algos = algorithms(n, m, args.batch)
+        rates = speed(frames, algos, args.rounds)
+        scores = {} if comp is None else quality(comp, masks, algos)
+        peer = rates.get("fast-slic", rates["skimage slic"])[0]
+        print(f"\nn_segments={n} compactness={m:g}")
+        for name, (med, lo, hi) in rates.items():
+            q = scores.get(name)
+            qs = "" if q is None else (f"  BR {q['br']:.3f}  ASA {q['asa']:.3f}  UE {q['ue']:.3f}  "
+                                       f"segments {q['segments']:.1f}")
+            print(f"  {name:>18}: {med:7.1f} [{lo:6.1f}-{hi:6.1f}] frames/s/core  {med / peer:5.2f}x "
+                  f"{'fast-slic' if 'fast-slic' in rates else 'skimage'}{qs}")
+        if torch.cuda.is_available():
+            print(f"  {'slic_fast cuda':>18}: {cuda_rate(frames, n, m, args.gpu_batch):9.1f} frames/s "
+                  f"({torch.cuda.get_device_name()}, batch {args.gpu_batch})")
 
 
 if __name__ == "__main__":

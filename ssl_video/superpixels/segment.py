@@ -6,10 +6,11 @@ a batched torch SLIC (:func:`slic_fast`) that runs on CPU or CUDA from the same 
 Output labels of :func:`segment` are ``uint16``, contiguous ``0..n-1`` per frame.
 
 How ``slic_fast`` matches skimage's ``slic``: the same Lab conversion (sRGB D65, tested against ``rgb2lab``), the same
-grid of initial centres (``skimage.util.regular_grid``), the same distance ``d_lab^2 / m^2 + d_xy^2 / S^2`` with
-``S = max grid step``, at most the same iteration count (skimage's first pass is a pure grid partition because its
-centres start with zero colour; here that pass is the initialisation). Differences, all measured by the superpixel
-benchmark and ``benchmarks/superpixels.py`` (boundary recall and ASA at least skimage's on the synthetic DAVIS set):
+distance ``d_lab^2 / m^2 + d_xy^2 / S^2``, at most the same iteration count (skimage's first pass is a pure grid
+partition because its centres start with zero colour; here that pass is the initialisation). Differences, all
+measured by ``benchmarks/superpixels.py`` (docs/superpixels.md):
+- the grid has ``rows x cols`` close to ``n_segments`` with near-square cells (:func:`grid`, fast-slic's rule:
+  skimage's ``regular_grid`` gives 25 centres for 30 at 256x256) and ``S`` is the side of the mean cell;
 - where superpixels are large (``S >= 16`` pixels: e.g. 256x256 with n_segments <= ~250) the frame is first averaged
   over 2x2 blocks (``downsample=2``), segmented, and each pixel takes its block's label (boundaries snap to even
   pixels: within the 1-pixel tolerance of boundary recall at 256x256); ``downsample=1`` turns this off;
@@ -23,6 +24,10 @@ benchmark and ``benchmarks/superpixels.py`` (boundary recall and ASA at least sk
   splitting of components above ``max_size`` (a buffer limit of its breadth-first search) is not reproduced, so
   ``max_size_factor`` is accepted and ignored;
 - ``sigma`` smooths the RGB frame (skimage smooths the Lab image).
+Speed: pixels are laid out by grid cell so that one ``bmm`` gives every pixel's distance to its 9 candidates, the
+argmin is one integer ``amin`` (slot in the low bits of the float), the update one ``bmm`` + ``index_add_``; tables
+that depend only on the shape are cached (:func:`_layout`) and each iteration is ~25 tensor calls whatever the batch,
+since a single frame on one CPU core is bound by the per-call overhead.
 Connected components: ``skimage.measure.label`` on CPU; on CUDA a vectorised min-label propagation (same partition,
 tested on CPU).
 """
@@ -30,6 +35,7 @@ tested on CPU).
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 import torch
@@ -96,113 +102,144 @@ def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------------------ clustering
-@functools.lru_cache(maxsize=64)
-def grid(height: int, width: int, n_segments: int) -> tuple[int, int, int, int, float]:
-    """skimage's centre grid for an ``height x width`` frame: ``(rows, cols, first_y, first_x, step)``."""
-    from skimage.util import regular_grid
-
-    _, sy, sx = regular_grid((1, height, width), n_segments)
-    rows, cols = len(range(height)[sy]), len(range(width)[sx])
-    step = float(max(1, sy.step or 1, sx.step or 1))  # skimage: max of the (z, y, x) steps
-    return rows, cols, int(sy.start or 0), int(sx.start or 0), step
+def grid(height: int, width: int, n_segments: int) -> tuple[int, int, float]:
+    """The centre grid for an ``height x width`` frame: ``(rows, cols, step)``, ``rows * cols`` close to
+    ``n_segments`` with near-square cells (fast-slic's rule; skimage's ``regular_grid`` often gives far fewer, e.g.
+    25 for 30 at 256x256) and ``step`` the side of a square of the mean cell area."""
+    rows = max(1, min(height, round(math.sqrt(n_segments * height / width))))
+    cols = max(1, min(width, round(n_segments / rows)))
+    return rows, cols, math.sqrt(height * width / (rows * cols))
 
 
-def _neighbour_table(rows: int, cols: int, device: torch.device) -> torch.Tensor:
-    """``(rows*cols, 9)`` index of the 3x3 neighbouring grid cells of each cell; ``rows*cols`` where off the grid."""
-    idx = torch.arange(rows * cols, device=device).view(1, 1, rows, cols).float()
-    pad = F.pad(idx, (1, 1, 1, 1), value=float(rows * cols))
-    return F.unfold(pad, 3).view(9, rows * cols).T.long()
+@functools.lru_cache(maxsize=32)
+def _layout(h: int, w: int, rows: int, cols: int, step: float, frames: int,
+            device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-shape constants, cached (building them was a third of a single frame's time). Pixels are laid out by
+    grid cell (``K = rows * cols`` blocks of ``P`` pixels, the frame padded to whole cells):
+    ``(K, 3, P)`` each pixel's ``[y / step, x / step, weight]`` (weight 0 on padding);
+    ``(frames*K, 9)`` the centres a cell's pixels are compared with (its own and the 8 neighbouring cells': SLIC's
+    2S x 2S window around centres that stay near their cell), numbered over the batch with ``K+1`` per frame (``K``:
+    off the grid); ``(frames*K, 9)`` the same numbered within the frame; ``(1, 9, P)`` the one-hot of the own cell."""
+    ch, cw = -(-h // rows), -(-w // cols)
+    k = rows * cols
+    y = torch.arange(rows * ch, device=device).view(rows, ch, 1, 1).expand(-1, -1, cols, cw)
+    x = torch.arange(cols * cw, device=device).view(1, 1, cols, cw).expand(rows, ch, -1, -1)
+    yx = torch.stack([y, x]).permute(1, 3, 0, 2, 4).reshape(k, 2, ch * cw).float()  # (K, 2, P) by cell
+    weight = ((yx[:, :1] < h) & (yx[:, 1:] < w)).float()
+    pos = torch.cat([yx / step, torch.ones_like(weight)], 1) * weight
+    idx = torch.arange(k, device=device, dtype=torch.float32).view(1, 1, rows, cols)
+    local = F.unfold(F.pad(idx, (1, 1, 1, 1), value=float(k)), 3).view(9, k).T.contiguous().long()  # (K, 9)
+    batched = (local + torch.arange(frames, device=device).view(-1, 1, 1) * (k + 1)).reshape(frames * k, 9)
+    first = (torch.arange(9, device=device) == 4).float().view(1, 9, 1).expand(1, 9, ch * cw)
+    return pos, batched, local.repeat(frames, 1), first
 
 
-def _planar_blocks(rgb: torch.Tensor, compactness: float, step: float, rows: int, cols: int, ch: int,
-                   cw: int) -> torch.Tensor:
-    """``(N*rows*cols, 7, ch*cw)``: per grid cell and pixel [L/m, a/m, b/m, y/S, x/S, 1, |.|^2], y and x relative to
-    the cell; the frame ``rgb`` ``(N, H, W, 3)`` is padded to whole cells with all-zero pixels (no weight)."""
+def _features(rgb: torch.Tensor, compactness: float, rows: int, cols: int, step: float) -> torch.Tensor:
+    """``(N*K, 7, P)``: per grid cell and pixel [L/m, a/m, b/m, y/S, x/S, weight, |.|^2] of ``rgb``
+    ``(N, H, W, 3)``, which is padded to whole cells with pixels of no weight."""
     n, h, w, _ = rgb.shape
-    dev = rgb.device
+    ch, cw = -(-h // rows), -(-w // cols)
+    k, p = rows * cols, ch * cw
+    pos = _layout(h, w, rows, cols, step, n, rgb.device)[0]
     rgb = F.pad(rgb.permute(0, 3, 1, 2), (0, cols * cw - w, 0, rows * ch - h))  # (N, 3, Hp, Wp), cheap in uint8
-    planar = rgb.view(n, 3, rows, ch, cols, cw).permute(0, 2, 4, 1, 3, 5).reshape(n * rows * cols, 3, ch * cw)
-    out = torch.empty(n * rows * cols, 7, ch * cw, device=dev)
-    _lab_into(planar, out, 1.0 / compactness)
-    yx = torch.stack(torch.meshgrid(torch.arange(ch, device=dev), torch.arange(cw, device=dev), indexing="ij"))
-    rest = torch.cat([yx.float().view(1, 2, -1) / step, torch.ones(1, 1, ch * cw, device=dev)], 1)
-    out = out.view(n, rows * cols, 7, ch * cw)
-    if rows * ch != h or cols * cw != w:  # padded pixels: no features, no weight
-        valid = torch.ones(rows, cols, ch, cw, device=dev)
-        for r in range(rows):  # the last row / column of cells may hang over the frame
-            valid[r, :, max(0, h - r * ch):] = 0
-        for c in range(cols):
-            valid[:, c, :, max(0, w - c * cw):] = 0
-        out[:, :, :3] *= valid.view(1, rows * cols, 1, -1)
-        out[:, :, 3:6] = rest * valid.view(rows * cols, 1, -1)
-    else:
-        out[:, :, 3:6] = rest
-    out = out.view(n * rows * cols, 7, ch * cw)
-    torch.sum(out[:, :5] * out[:, :5], 1, out=out[:, 6])
+    planar = rgb.reshape(n, 3, rows, ch, cols, cw).permute(0, 2, 4, 1, 3, 5).reshape(n * k, 3, p)
+    out = torch.empty(n, k, 7, p, device=rgb.device)
+    _lab_into(planar, out.view(n * k, 7, p), 1.0 / compactness)  # black padding: Lab 0 (and no weight)
+    out[:, :, 3:6] = pos
+    out = out.view(n * k, 7, p)
+    torch.sum(out[:, :5].square(), 1, out=out[:, 6])
     return out
 
 
-def _cluster(pd: torch.Tensor, origin: torch.Tensor, rows: int, cols: int, iters: int, cell: tuple[int, int],
-             subsample: int = 1, tol: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """SLIC k-means on cell blocks: each pixel's centre ``(B, P)`` among the ``rows*cols`` of its frame, and the
-    centres ``(N, rows*cols, 5)`` (colour first).
+def _nearest(feats: torch.Tensor, cand: torch.Tensor, dist: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
+    """Per pixel of ``feats`` ``(B, 7, P)``, its squared distance to the nearest of its cell's 9 candidates ``cand``
+    ``(B, 9, 7)`` ([-2c, |c|^2, 1]), with the candidate's slot 0..8 in the low 4 bits of the float, ``(B, P)``."""
+    torch.bmm(cand, feats, out=dist)  # |c|^2 - 2 p.c + |p|^2 = squared SLIC distance, (B, 9, P)
+    # argmin over 9 as one integer min: non-negative floats order like their bits; the slot goes in the low bits.
+    # Only a distance that is 0 up to rounding can come out negative, and it is then the nearest (or a tie) anyway
+    bits = dist.view(torch.int32)
+    bits.bitwise_and_(~15).bitwise_or_(slot)
+    return bits.amin(1)
 
-    ``pd`` ``(B, 7, P)`` from :func:`_planar_blocks`; ``origin`` ``(rows*cols, 2)`` each cell's corner (y/S, x/S).
-    The iterations use every ``subsample``-th pixel of a cell in y and x; the labels come from a final assignment
-    of every pixel. They stop when at most a fraction ``tol`` of the pixels changed centre (0: none, as skimage).
+
+class _Centres:
+    """The ``K`` centres of ``n`` frames, ``(n, K, 5)`` (colour first), with the buffers that update them from the
+    pixels' assignments and lay them out as each block's 4 candidates ``[-2c, |c|^2, 1]``, allocated once per call:
+    each SLIC iteration is ~20 tensor operations whatever the frame count (a single frame is overhead-bound)."""
+
+    def __init__(self, n: int, k: int, blocks: int, dest: torch.Tensor, device: torch.device):
+        self.n, self.k, self.dest = n, k, dest
+        self.table = torch.zeros(n, k + 1, 7, device=device)  # row K: off-grid, never nearest
+        self.table[:, k, 5] = _BIG
+        self.table[..., 6] = 1.0
+        self.flat_table = self.table.view(-1, 7)
+        self.neg2, self.square = self.table[:, :k, :5], self.table[:, :k, 5]  # views made once: each costs a call
+        self.cand = torch.empty(blocks, 9, 7, device=device)
+        self.cand_flat = self.cand.view(-1, 7)
+        self.part = torch.empty(blocks, 9, 6, device=device)
+        self.part_flat = self.part.view(-1, 6)
+        self.acc = torch.empty(n * (k + 1), 6, device=device)
+        sums = self.acc.view(n, k + 1, 6)[:, :k]
+        self.total, self.count = sums[..., :5], sums[..., 5:]
+        self.values = torch.zeros(n, k, 5, device=device)
+
+    def update(self, onehot: torch.Tensor, pixels_t: torch.Tensor, active: torch.Tensor | None) -> None:
+        """Centres <- mean of their pixels (``onehot`` ``(B, 9, P)`` over each block's candidates); a centre without
+        pixels, or of a frame no longer ``active``, stays."""
+        torch.bmm(onehot, pixels_t, out=self.part)
+        self.acc.zero_().index_add_(0, self.dest, self.part_flat)
+        keep = self.count > 0 if active is None else (self.count > 0) & active
+        self.values = torch.where(keep, self.total / self.count.clamp_min(1e-6), self.values)
+
+    def candidates(self) -> torch.Tensor:
+        """``(B, 9, 7)`` each cell's candidates for :func:`_nearest`."""
+        torch.mul(self.values, -2.0, out=self.neg2)
+        torch.sum(self.values.square(), -1, out=self.square)
+        torch.index_select(self.flat_table, 0, self.dest, out=self.cand_flat)
+        return self.cand
+
+
+def _cluster(feats: torch.Tensor, n: int, rows: int, cols: int, layout: tuple, iters: int,
+             cell: tuple[int, int], subsample: int = 1, tol: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """SLIC k-means on cell blocks: each pixel's centre ``(B, P)`` (numbered ``0..K-1`` per frame) and the
+    centres ``(N, K, 5)`` (colour first).
+
+    ``feats`` ``(B, 7, P)`` from :func:`_features`, ``layout`` from :func:`_layout`. The iterations use every
+    ``subsample``-th pixel of a block in y and x; the labels come from a final assignment of every pixel. A frame
+    stops once at most a fraction ``tol`` of its pixels changed centre (0: none, as skimage); its centres then stay
+    as they are, so that a frame's result does not depend on the batch it came in.
     """
-    k = rows * cols
-    b, _, p = pd.shape
-    d = 5
-    n = b // k
-    dev = pd.device
-    table = _neighbour_table(rows, cols, dev)  # (K, 9)
-    origin = torch.cat([origin, origin.new_zeros(1, 2)])  # row k: the off-grid candidate
-    shift = origin[table] - origin[:k, None]  # (K, 9, 2) candidate's origin minus the cell's
-    pd_all = pd
-    if subsample > 1:
-        pd = pd.view(b, 7, *cell)[:, :, ::subsample, ::subsample].reshape(b, 7, -1)
-    sums = pd[:, :6].sum(2).view(n, k, d + 1)  # first pass: each pixel in its own grid cell (skimage's first)
-    centres = sums[..., :d] / sums[..., d:].clamp_min(1)  # (N, K, 5), y/x relative to the centre's own cell
+    b, _, p = feats.shape
+    dev = feats.device
+    _, table, local, first = layout
+    sub = feats.view(b, 7, *cell)[:, :, ::subsample, ::subsample].reshape(b, 7, -1) if subsample > 1 else feats
+    sub_t = sub[:, :6].transpose(1, 2).contiguous()  # (B, P', 6): bmm with a contiguous right side is ~1.5x faster
+    centres = _Centres(n, rows * cols, b, table.view(-1), dev)
+    centres.update(first[:, :, :sub.shape[-1]].expand(b, -1, -1), sub_t, None)  # first pass: the grid cells
     slot = torch.arange(9, dtype=torch.int32, device=dev).view(1, 9, 1)
-
-    def nearest(pd: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
-        """Per pixel, its squared distance to the nearest candidate with the slot 0..8 in the low 4 bits."""
-        c = torch.cat([centres, centres.new_zeros(n, 1, d)], 1)[:, table]  # (N, K, 9, 5) each cell's candidates
-        c = torch.cat([c[..., :3], c[..., 3:] + shift], -1).reshape(b, 9, d)
-        cand = torch.cat([-2 * c, (c * c).sum(-1, keepdim=True), torch.ones_like(c[..., :1])], -1)  # (B, 9, 7)
-        cand.view(n, k, 9, d + 2)[:, table == k, d] = _BIG  # off-grid candidates are never nearest
-        torch.bmm(cand, pd, out=dist)  # |c|^2 - 2 p.c + |p|^2 = squared SLIC distance, (B, 9, P)
-        # argmin over 9 as one integer min: non-negative floats order like their bits; the slot goes in the low bits.
-        # Only a distance that is 0 up to rounding can come out negative, and it is then the nearest (or a tie) anyway
-        bits = dist.view(torch.int32)
-        bits.bitwise_and_(~15).bitwise_or_(slot)
-        return bits.amin(1)  # (B, P)
-
-    dist = torch.empty(b, 9, pd.shape[-1], device=dev)
+    dist = torch.empty(b, 9, sub.shape[-1], device=dev)
+    dist_bits = dist.view(torch.int32)
     onehot = torch.empty_like(dist)
-    pd_t = pd[:, :6].transpose(1, 2).contiguous()  # (B, P, 6): bmm with a contiguous right side is ~1.5x faster
-    prev, active = None, torch.ones(n, 1, 1, dtype=torch.bool, device=dev)
-    for _ in range(max(iters - 1, 1)):
-        best = nearest(pd, dist)
-        if prev is not None:  # skimage stops when no pixel changes its centre (tol = 0); per frame, so that a frame's
-            moved = ((best & 15) != prev).view(n, -1).sum(1)  # result does not depend on its batch: a converged
-            active &= (moved > tol * (best.numel() // n)).view(n, 1, 1)  # frame's centres stay as they are
-            if not bool(active.any()):
-                break
-        prev = best & 15
-        # one-hot of the nearest slot; comparing the packed values as floats is bit-exact and vectorises best
-        torch.eq(dist, best.view(torch.float32)[:, None], out=onehot)
-        part = torch.bmm(onehot, pd_t).view(n, rows, cols, 9, d + 1)  # per (cell, candidate)
-        part[..., 3:5] -= part[..., 5:6] * shift.view(1, rows, cols, 9, 2)  # into the candidate's coordinates
-        acc = part.new_zeros(n, rows + 2, cols + 2, d + 1)
-        for j in range(9):  # candidate j of cell (r, c) is centre (r + j//3 - 1, c + j%3 - 1)
-            acc[:, j // 3:j // 3 + rows, j % 3:j % 3 + cols] += part[..., j, :]
-        acc = acc[:, 1:-1, 1:-1].reshape(n, k, d + 1)
-        centres = torch.where((acc[..., d:] > 0) & active, acc[..., :d] / acc[..., d:].clamp_min(1), centres)
-    if subsample > 1 or prev is None:
-        prev = nearest(pd_all, torch.empty(b, 9, p, device=dev)) & 15
-    return table.repeat(n, 1).gather(1, prev.long()), centres
+    limit = tol * sub.shape[-1] * (b // n)  # changed pixels per frame under which a frame has converged
+    prev, active = None, None if n == 1 else torch.ones(n, 1, 1, dtype=torch.bool, device=dev)
+    for _ in range(iters - 1):
+        best = _nearest(sub, centres.candidates(), dist, slot)
+        now = best & 15
+        if prev is not None:
+            moved = (now != prev).view(n, -1).sum(1)
+            if active is None:
+                if int(moved) <= limit:
+                    break
+            else:
+                active &= (moved > limit).view(n, 1, 1)
+                if not bool(active.any()):
+                    break
+        prev = now
+        # one-hot of the nearest slot: the packed values are unique per pixel
+        torch.eq(dist_bits, best.unsqueeze(1), out=onehot)
+        centres.update(onehot, sub_t, active)
+    full = _nearest(feats, centres.candidates(), torch.empty(b, 9, p, device=dev), slot)
+    return local.gather(1, (full & 15).long()), centres.values
 
 
 # ------------------------------------------------------------------------------------------------------------ SLIC
@@ -236,21 +273,21 @@ def slic_fast(frames: torch.Tensor, n_segments: int = 100, compactness: float = 
     if sigma > 0:  # skimage smooths the Lab image (reflect padding, truncate 4); smoothing RGB first is close
         from torchvision.transforms.v2.functional import gaussian_blur
 
-        k = 2 * int(4 * sigma + 0.5) + 1
+        k = 2 * min(int(4 * sigma + 0.5), min(rgb.shape[1:3]) - 1) + 1  # reflect padding needs k//2 < size
         was_uint8 = rgb.dtype == torch.uint8
         rgb = gaussian_blur(rgb.permute(0, 3, 1, 2).float() / (255.0 if was_uint8 else 1.0), [k, k], [sigma, sigma])
         rgb = rgb.permute(0, 2, 3, 1)
     n, full_h, full_w, _ = rgb.shape
-    f = max(1, min(int(downsample), int(grid(full_h, full_w, n_segments)[4]) // 8))
+    rows, cols, full_step = grid(full_h, full_w, n_segments)
+    f = max(1, min(int(downsample), int(full_step) // 8))
     if f > 1:
         rgb = _block_mean(rgb, f)
     n, h, w, _ = rgb.shape
-    rows, cols, _, _, step = grid(h, w, n_segments)
+    step = full_step / f
     ch, cw = -(-h // rows), -(-w // cols)  # cell size; the frame is padded to a whole number of cells
-    cells = torch.stack(torch.meshgrid(torch.arange(rows) * ch, torch.arange(cols) * cw, indexing="ij"), -1)
-    pd = _planar_blocks(rgb, compactness, step, rows, cols, ch, cw)
-    origin = cells.view(-1, 2).to(pd.device) / step
-    assign, centres = _cluster(pd, origin, rows, cols, max_num_iter, (ch, cw), subsample, tol)
+    feats = _features(rgb, compactness, rows, cols, step)
+    layout = _layout(h, w, rows, cols, step, n, feats.device)
+    assign, centres = _cluster(feats, n, rows, cols, layout, max_num_iter, (ch, cw), subsample, tol)
     labels = assign.view(n, rows, cols, ch, cw).permute(0, 1, 3, 2, 4).reshape(n, rows * ch, cols * cw)[:, :h, :w]
     if not enforce_connectivity:
         return _upsample(_compact_clusters(labels, rows * cols) + start_label, f, full_h, full_w)

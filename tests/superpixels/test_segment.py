@@ -69,7 +69,7 @@ def test_downsampled_path_respects_boundaries_and_keeps_quality():
     from ssl_video.eval.superpixel_metrics import achievable_segmentation_accuracy, boundary_recall
 
     img, regions = _regions(192, 192, seed=5)
-    assert grid(192, 192, 48)[4] // 8 >= 2  # superpixels this large take the 2x2-block path
+    assert grid(192, 192, 48)[2] // 8 >= 2  # superpixels this large take the 2x2-block path
     frames = torch.from_numpy(img)[None]
     fast = slic_fast(frames, n_segments=48)[0].numpy()
     full = slic_fast(frames, n_segments=48, downsample=1, tol=0.0)[0].numpy()
