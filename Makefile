@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint clean-data
+.PHONY: demo test test-fast lint clean-data
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q tests
+
+# the quick subset for development (< 2 min on 2 idle cores): no slow, multi-process, SLURM or GPU tests
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -x -m "not slow and not dist and not slurm and not gpu" --ignore=tests/integration tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -6,6 +6,7 @@ holds the sizes, ``device`` the device); rows are measured by :func:`measure` an
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -102,9 +103,12 @@ def measure(report, build, deadline: float, batch: int | None = None, start: int
         row.update(largest_batch=batch, largest_batch_how=how)
         if batch == 0:
             return {**row, "status": "error", "reason": "not even a batch of 1 fits"}
-    try:
+    count, timing = None, None
+    # walk_mixed draws patches or superpixels per clip, so memory varies by step: one retry at 80 %, outside the
+    # handler (the exception's frames hold the model until it is gone)
+    with contextlib.suppress(torch.OutOfMemoryError):
         count, timing = _timed(report, build, batch, deadline, flops)
-    except torch.OutOfMemoryError:  # walk_mixed draws patches or superpixels per clip: memory varies by step
+    if timing is None:
         speed.free_memory()
         batch = max(1, int(batch * 0.8))
         count, timing = _timed(report, build, batch, deadline, flops)
