@@ -192,7 +192,8 @@ def two_view_builder(report, method: str, backbone: str):
 
     def build(batch: int):
         keys = batch * (frames if backbone == "resnet18" else 1)
-        over = [f"method={method}", f"backbone={backbone}", f"train.batch_size={batch}", "train.device=cpu"]
+        over = [f"method={method}", f"backbone={backbone}", f"train.batch_size={batch}",
+                f"train.device={report.device}"]
         over += (["data.sampling=frames", f"data.num_frames={frames}"] if backbone == "resnet18"
                  else ["data.sampling=clip", f"data.clip_len={frames}"])
         if method == "moco":  # K ~ 65536 (the study's), a multiple of the keys per step
