@@ -1,4 +1,4 @@
-"""The reference CRW step used by tools/gpu_report.py: same loss as ours where they should agree, trains, right shapes."""
+"""The reference CRW step of tools/gpu_report.py: same loss as ours where they should agree, trains, right shapes."""
 
 from __future__ import annotations
 
