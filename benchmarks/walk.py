@@ -5,7 +5,8 @@
 
 Prints per method: FLOPs of one step (``torch.utils.flop_counter``: convolutions and matmuls), step time (forward +
 backward + SGD step, median of ``--steps``), clips/s, peak memory, the largest batch that fits ``--budget-gb``, and on
-CUDA the achieved FLOP/s and its fraction of the device's bf16 peak.
+CUDA the achieved FLOP/s and its fraction of the device's bf16 peak (``ssl_video.speed.PEAKS``). The one-shot report
+of every method on a GPU is ``tools/gpu_report.py``; this script is the walk-only, CPU-friendly view.
 Patches default to ``size/4`` at stride ``size/8`` (7×7 = 49 nodes, videowalk's 64 at 32 on 256²); superpixels are
 SLIC with ``--superpixels`` segments on rendered moving shapes, so both graphs have about the same node count.
 
@@ -29,37 +30,14 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
 from ssl_video.config import ConfigError, load_config
 from ssl_video.device import resolve_device
 from ssl_video.methods import build_method
-from ssl_video.normalise import normalise
-
-# dense bf16 tensor-core peaks (TFLOP/s) by device-name fragment; --peak-tflops overrides
-PEAKS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
-
-
-def make_batch(batch: int, frames: int, size: int, superpixels: int, device: str) -> dict[str, torch.Tensor]:
-    """A batch in the loader's schema: rendered moving shapes, normalised, with SLIC maps."""
-    from ssl_video.superpixels.segment import segment
-    from ssl_video.synthetic.generate import render_sequence
-
-    clips, sps = [], []
-    for seed in range(min(batch, 4)):  # a few distinct clips, repeated: rendering is not what is measured
-        rgb, _ = render_sequence(seed, num_frames=frames, size=(size, size), num_objects=3)
-        sps.append(torch.from_numpy(segment(rgb, "slic", n_segments=superpixels, compactness=10.0,
-                                            start_label=0).astype(np.int64)))
-        clips.append(normalise(torch.from_numpy(rgb).permute(0, 3, 1, 2)))
-    idx = [i % len(clips) for i in range(batch)]
-    sp = torch.stack([sps[i] for i in idx])
-    return {
-        "clips": torch.stack([clips[i] for i in idx])[:, None].to(device),
-        "superpixels": sp.to(device),
-        "num_superpixels": (sp.amax(dim=(-2, -1)) + 1).to(device),
-    }
+from ssl_video.speed import largest_batch, walk_batch
+from ssl_video.speed import peak_tflops as device_peak
 
 
 def build(method: str, args) -> torch.nn.Module:
@@ -77,7 +55,7 @@ def run_steps(method: str, batch_size: int, args, device: str, count_flops: bool
     if device == "cuda" and args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    batch = make_batch(batch_size, args.frames, args.size, args.superpixels, device)
+    batch = walk_batch(batch_size, args.frames, args.size, args.superpixels, device)
     amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda" and not args.fp32)
 
     def step():
@@ -149,22 +127,13 @@ def cuda_largest_batch(method: str, args, budget: int) -> int:
         finally:
             torch.cuda.empty_cache()
 
-    lo, hi = 0, 1
-    while fits(hi):
-        lo, hi = hi, hi * 2
-        if hi > 4096:
-            return lo
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
-    return lo
+    return largest_batch(fits, start=1, limit=4096, tolerance=0.0)[0]
 
 
 def peak_tflops(args) -> float | None:
     if args.peak_tflops:
         return args.peak_tflops
-    name = torch.cuda.get_device_name()
-    return next((v for k, v in PEAKS.items() if k in name), None)
+    return device_peak(torch.cuda.get_device_name())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -51,9 +51,16 @@ def test_collapse_shows_in_the_logged_std():
 
 
 def test_loss_falls_on_synthetic_takes():
-    torch.manual_seed(0)
-    rng = random.Random(0)
-    method = build_method(small_config("byol", "method.proj_dim=64", "method.pred_hidden_dim=128", "train.steps=24"))
-    batches = [two_view_batch([0, 1, 2], rng, batch_size=4, num_frames=2) for _ in range(3)]
-    losses = train_steps(method, 24, lambda step: batches[step % 3])
-    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5, losses
+    # last 5 / first 5 losses over seeds 0-9, one thread: 0.511-0.574 (seed 0: 0.544); bound 0.7
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same arithmetic whatever the machine's core count or load
+    try:
+        torch.manual_seed(0)
+        rng = random.Random(0)
+        method = build_method(small_config("byol", "method.proj_dim=64", "method.pred_hidden_dim=128",
+                                           "train.steps=24"))
+        batches = [two_view_batch([0, 1, 2], rng, batch_size=4, num_frames=2) for _ in range(3)]
+        losses = train_steps(method, 24, lambda step: batches[step % 3])
+    finally:
+        torch.set_num_threads(threads)
+    assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5, losses

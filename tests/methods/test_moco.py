@@ -193,13 +193,19 @@ def test_two_ranks_equal_one_rank_and_shuffle_bn_permutes_across_ranks(tmp_path)
 
 
 def test_loss_falls_on_synthetic_takes():
-    torch.manual_seed(0)
-    rng = random.Random(0)
-    # 8 clips x 2 frames a step over 12 takes, split-BN over 2 sub-batches of 8 (smaller sub-batches make BN statistics
-    # too noisy to learn in 30 steps); K = two steps' keys, so the loss is compared once the queue holds real keys
-    method = build_method(small_config("moco", "method.queue_size=32", "method.split_bn=2", "method.momentum=0.9",
-                                       batch_size=8))
-    batches = [two_view_batch(list(range(12)), rng, batch_size=8, num_frames=2) for _ in range(3)]
-    losses = train_steps(method, 30, lambda step: batches[step % 3])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same arithmetic whatever the machine's core count or load
+    try:
+        torch.manual_seed(0)
+        rng = random.Random(0)
+        # 8 clips x 2 frames a step over 12 takes, split-BN over 2 sub-batches of 8 (smaller sub-batches make BN
+        # statistics too noisy to learn in 30 steps); K = two steps' keys, so the loss is compared once the queue
+        # holds real keys
+        method = build_method(small_config("moco", "method.queue_size=32", "method.split_bn=2",
+                                           "method.momentum=0.9", batch_size=8))
+        batches = [two_view_batch(list(range(12)), rng, batch_size=8, num_frames=2) for _ in range(3)]
+        losses = train_steps(method, 30, lambda step: batches[step % 3])
+    finally:
+        torch.set_num_threads(threads)
     early, late = sum(losses[3:8]) / 5, sum(losses[-5:]) / 5
-    assert late < 0.9 * early, losses  # measured over seeds 0-2, 1 and 2 threads: ratio 0.64-0.78
+    assert late < 0.9 * early, losses  # seeds 0-9, one thread: ratio 0.630-0.823 (seed 0: 0.630)

@@ -39,8 +39,15 @@ def test_loss_is_the_symmetric_negative_cosine_with_stop_gradient():
 
 
 def test_loss_falls_on_synthetic_takes():
-    method = _method()
-    rng = random.Random(0)
-    batches = [two_view_batch([0, 1, 2], rng, batch_size=4, num_frames=2) for _ in range(3)]
-    losses = train_steps(method, 24, lambda step: batches[step % 3])
-    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.1, losses
+    # mean of the first 5 minus the last 5 losses over seeds 0-9, one thread: 0.387-0.615 (seed 0: 0.615); the loss is
+    # a negative cosine in [-1, 1], so a fall of 0.2 is half the smallest seed's and far from noise
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same arithmetic whatever the machine's core count or load
+    try:
+        method = _method()
+        rng = random.Random(0)
+        batches = [two_view_batch([0, 1, 2], rng, batch_size=4, num_frames=2) for _ in range(3)]
+        losses = train_steps(method, 24, lambda step: batches[step % 3])
+    finally:
+        torch.set_num_threads(threads)
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.2, losses

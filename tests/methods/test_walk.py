@@ -168,6 +168,8 @@ def test_short_cpu_run_lowers_the_loss_on_moving_shapes():
     from ssl_video.superpixels.segment import segment
     from ssl_video.synthetic.generate import render_sequence
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same arithmetic whatever the machine's core count or load
     torch.manual_seed(0)
     clips, sps = [], []
     for seed in range(2):
@@ -181,13 +183,17 @@ def test_short_cpu_run_lowers_the_loss_on_moving_shapes():
     method = _method("walk_superpixel", "data.clip_len=4", "method.edge_dropout=0.0")
     opt = torch.optim.Adam(method.parameters(), lr=1e-3)
     losses = []
-    for _ in range(8):
-        loss = method(batch)["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-    assert np.mean(losses[-2:]) < 0.8 * losses[0], losses
+    try:
+        for _ in range(8):
+            loss = method(batch)["loss"]
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+    finally:
+        torch.set_num_threads(threads)
+    # mean of the last 2 / first loss over torch seeds 0-9, one thread: 0.211-0.409 (seed 0: 0.318); bound 0.6
+    assert np.mean(losses[-2:]) < 0.6 * losses[0], losses
 
 
 def test_visualize_returns_an_image():
