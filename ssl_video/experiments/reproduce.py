@@ -151,7 +151,8 @@ def _cell(exp: dict, scale: dict, row: str, column: str | None, seed: int, folde
     cell = Cell(exp["name"], row, column, seed, str(folder / label / f"seed{seed}"), exp["evaluation"])
     if exp["evaluation"] == "superpixel_benchmark":
         davis = args.davis or synthetic_set(out, "davis", scale["synthetic"], not args.list)
-        cell.eval = ["--davis", str(davis), "--algos", row, *scale.get("eval", [])]
+        run = [f"eval.params.runs.{row}.{key}={value}" for key, value in spec.items()]
+        cell.eval = ["--davis", str(davis), "--algos", row, *run, *scale.get("eval", [])]
         return cell
     data = _data_root(exp, scale, row, args, out)
     probe = exp.get("probes", {}).get(column, {}) if column else {}
