@@ -241,11 +241,13 @@ def run_table(args) -> int:
     else:
         for i, cell in enumerate(cells, 1):
             print(f"[{i}/{len(cells)}] {cell.label} seed {cell.seed}", end=" ", flush=True)
+            (cell.path / "failed.txt").unlink(missing_ok=True)
             try:
                 result = run_cell(cell, args.subprocess)
                 print(f"-> {exp['metric']} {result[exp['metric']]:.4g}", flush=True)
             except CommandFailed as exc:
                 print(f"-> failed: {exc}", flush=True)
+                (cell.path / "failed.txt").write_text(f"{exc}\n")  # the table says failed (a rerun tries again)
     report = tables.collect(exp, cells)
     tables.write(exp, report, out / exp["name"] / args.scale)
     return 0

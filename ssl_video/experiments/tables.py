@@ -33,7 +33,8 @@ def collect(exp: dict, cells: list) -> list[dict]:
     entries = []
     for (row, column), items in groups.items():
         results = [r for _, r in items if r is not None]
-        entry = {"row": row, "column": column, "n": len(results), "of": len(items),
+        failed = any(r is None and (c.path / "failed.txt").is_file() for c, r in items)
+        entry = {"row": row, "column": column, "n": len(results), "of": len(items), "failed": failed,
                  "cells": [dict(r, seed=c.seed) for c, r in items if r is not None], "values": {}, "published": {}}
         for m in measures(exp, column):
             entry["values"][m] = _stats([float(r[m]) for r in results if m in r])
@@ -43,9 +44,9 @@ def collect(exp: dict, cells: list) -> list[dict]:
     return entries
 
 
-def _fmt(stats: tuple[float, float] | None, n: int) -> str:
+def _fmt(stats: tuple[float, float] | None, n: int, failed: bool = False) -> str:
     if stats is None:
-        return "pending"
+        return "failed" if failed else "pending"
     mean, sd = stats
     digits = 1 if abs(mean) >= 2 else 3
     return f"{mean:.{digits}f}" + (f" ± {sd:.{digits}f}" if n > 1 else "")
@@ -67,7 +68,7 @@ def text_table(exp: dict, entries: list[dict]) -> str:
         cells = [label]
         for m in measures(exp, e["column"]):
             pub = e["published"][m]
-            cells += [_fmt(e["values"][m], e["n"]), "—" if pub is None else str(pub)]
+            cells += [_fmt(e["values"][m], e["n"], e["failed"]), "—" if pub is None else str(pub)]
         cells += [f"{e['n']}/{e['of']}", _fmt_time(e["train_wall_s"])]
         epoch = (exp.get("published", {}).get(e["row"]) or {}).get("epoch")
         if exp["name"] == "walk_table":

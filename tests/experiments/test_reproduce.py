@@ -137,6 +137,10 @@ def test_table_reports_mean_and_sd_over_seeds_beside_the_published_number(tmp_pa
     cells = [_cell_with_result(tmp_path, row, "gru", s, {"accuracy": a, "train_wall_s": 30.0})
              for row, values in accs.items() for s, a in enumerate(values)]
     cells.append(Cell("judo_table", "moco", "x3d", 0, str(tmp_path / "pending"), "online_action"))
+    broken = Cell("judo_table", "simclr", "gru", 0, str(tmp_path / "broken"), "online_action")
+    broken.save()
+    (broken.path / "failed.txt").write_text("error: ...\n")
+    cells.append(broken)
     entries = tables.collect(exp, cells)
     paths = tables.write(exp, entries, tmp_path / "table")
     text = capsys.readouterr().out
@@ -146,6 +150,7 @@ def test_table_reports_mean_and_sd_over_seeds_beside_the_published_number(tmp_pa
     line = next(ln for ln in text.splitlines() if ln.startswith("moco / gru"))
     assert f"{statistics.mean(accs['moco']):.1f} ± {statistics.stdev(accs['moco']):.1f}" in line and "75.95" in line
     assert "pending" in next(ln for ln in text.splitlines() if ln.startswith("moco / x3d"))
+    assert "failed" in next(ln for ln in text.splitlines() if ln.startswith("simclr / gru"))
     per_cell = paths["cells"].read_text().splitlines()
     assert per_cell[0].startswith("row,column,seed") and len(per_cell) == 1 + 6
     summary = paths["summary"].read_text().splitlines()
