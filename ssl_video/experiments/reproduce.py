@@ -152,7 +152,8 @@ def _cell(exp: dict, scale: dict, row: str, column: str | None, seed: int, folde
     if exp["evaluation"] == "superpixel_benchmark":
         davis = args.davis or synthetic_set(out, "davis", scale["synthetic"], not args.list)
         run = [f"eval.params.runs.{row}.{key}={value}" for key, value in spec.items()]
-        cell.eval = ["--davis", str(davis), "--algos", row, *run, *scale.get("eval", [])]
+        # --algos takes every word after it: it goes last, after the overrides
+        cell.eval = ["--davis", str(davis), *run, *scale.get("eval", []), "--algos", row]
         return cell
     data = _data_root(exp, scale, row, args, out)
     probe = exp.get("probes", {}).get(column, {}) if column else {}
