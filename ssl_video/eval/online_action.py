@@ -9,9 +9,15 @@ The judo study's probe. ``<dir>`` holds the shard sets ``train/`` and ``test/`` 
 - testing: windows slide over every clip with an overlap of 3 frames (8-frame chunks) or 2 (4-frame chunks);
 - ``model=gru``: frozen per-frame ResNet-18 (global pool) + GRU + linear; SGD momentum 0.9, lr 0.05, 560 steps,
   lr / 10 at 210 and 420. ``model=x3d``: frozen X3D-XS + linear; lr 1.2, 600 steps, 60 warmup steps then cosine.
-  ``--finetune`` trains the backbone too (the study's fully supervised baseline). Frames: short side resized to
-  ``crop_size``, centre crop, ImageNet normalisation, no augmentation; the head starts with a BatchNorm without
-  affine parameters on the backbone features.
+  ``--finetune`` trains the backbone too (the study's fully supervised baseline). The head starts with a BatchNorm
+  without affine parameters on the backbone features.
+- frames (the study's probe recipe): centre square crop resized to ``crop_size / 0.8`` (the study's 500² for its
+  400² crops); training chunks: a random ``crop_size``² window (the study's random 400² of 500², then resized to the
+  probe's size: the same up to the order of the resizes) and a horizontal flip with p 0.4, one draw per chunk (every
+  frame of a chunk alike); testing (and ``augment=false``): the centre ``crop_size``² window. ImageNet normalisation.
+  Defaults per model, the study's: ``gru`` 8-frame chunks at 224², ``x3d`` 4-frame chunks at 182² (the swapped variants:
+  set ``chunk_len`` and ``crop_size``). With augmentation the frozen backbone runs on every training chunk (features
+  cannot be cached); without, it runs once per frame.
 
 Reports accuracy, per-class accuracy (recall) and the confusion matrix (stdout, CSV, PNG, TensorBoard).
 """
@@ -35,6 +41,9 @@ from ssl_video.models.backbones import pooled_features as pooled
 from ssl_video.normalise import normalise
 
 STUDY_OVERLAP = {8: 3, 4: 2}
+STUDY_CHUNKS = {"gru": (8, 224), "x3d": (4, 182)}  # the judo study's probes: frames per chunk, side in pixels
+CROP_FRACTION = 0.8  # the study's probe crops: 400² out of the centre crop resized to 500²
+FLIP_P = 0.4  # the study's probe flip probability
 SCHEDULES = {  # the judo study's: steps, lr, lr / 10 milestones, warmup steps (then cosine)
     "gru": {"steps": 560, "lr": 0.05, "milestones": [210, 420], "warmup_steps": 0},
     "x3d": {"steps": 600, "lr": 1.2, "milestones": None, "warmup_steps": 60},
@@ -78,12 +87,50 @@ def train_start(num_frames: int, chunk_len: int, rng: np.random.Generator) -> in
 # ------------------------------------------------------------------------------------------------------------------
 @dataclass
 class Clip:
-    """One view of one take: ``frames`` (T, 3, S, S) uint8 (resized, centre-cropped) and per-frame ``labels``."""
+    """One view of one take: ``frames`` (T, 3, S, S) uint8 (resized, centre-cropped) and per-frame ``labels``; the
+    probe sees ``crop``² windows of the frames (``crop == S``: the whole frame)."""
 
     take: str
     view: int
     frames: torch.Tensor
     labels: np.ndarray
+    crop: int = 0
+
+    def __post_init__(self) -> None:
+        self.crop = self.crop or int(self.frames.shape[-1])
+
+    def window(self, start: int, length: int, top: int | None = None, left: int | None = None,
+               flip: bool = False) -> torch.Tensor:
+        """Frames ``start .. start+length-1``: the ``crop``² window at ``(top, left)`` (None: centred), flipped."""
+        side = self.frames.shape[-1]
+        top = (side - self.crop) // 2 if top is None else top
+        left = (side - self.crop) // 2 if left is None else left
+        x = self.frames[start : start + length, :, top : top + self.crop, left : left + self.crop]
+        return x.flip(-1) if flip else x
+
+
+@dataclass(frozen=True)
+class ChunkAug:
+    """One training chunk's augmentation: window position and flip."""
+
+    top: int
+    left: int
+    flip: bool
+
+
+def draw_aug(clip: Clip, rng: np.random.Generator) -> ChunkAug:
+    """The study's probe augmentation for one chunk: a uniform ``crop``² window of the frames, flip with p 0.4."""
+    room = clip.frames.shape[-1] - clip.crop
+    return ChunkAug(int(rng.integers(0, room + 1)), int(rng.integers(0, room + 1)), bool(rng.random() < FLIP_P))
+
+
+def resolve_probe(cfg) -> None:
+    """Fill ``chunk_len`` and ``crop_size`` left null with the study's values for ``cfg.model`` (in place)."""
+    if cfg.model not in STUDY_CHUNKS:
+        raise ValueError(f"eval.online_action.model must be one of {', '.join(STUDY_CHUNKS)}, got '{cfg.model}'")
+    chunk_len, crop = STUDY_CHUNKS[cfg.model]
+    cfg.chunk_len = cfg.chunk_len or chunk_len
+    cfg.crop_size = cfg.crop_size or crop
 
 
 def read_samples(folder: str | Path) -> tuple[list[dict], list[str]]:
@@ -116,8 +163,9 @@ def _resize(frames: np.ndarray, size: int) -> torch.Tensor:
     return x[..., top : top + size, left : left + size].round().clamp(0, 255).to(torch.uint8)
 
 
-def load_clips(folder: str | Path, size: int) -> tuple[list[Clip], list[str]]:
-    """Every view of every take in a shard set as :class:`Clip` (labels required), and the class names."""
+def load_clips(folder: str | Path, size: int, crop_fraction: float = 1.0) -> tuple[list[Clip], list[str]]:
+    """Every view of every take in a shard set as :class:`Clip` (labels required), and the class names; frames are
+    stored at ``round(size / crop_fraction)`` (centre square crop, resized) for ``size``² windows."""
     from ssl_video.data.decode import decode_frames
 
     samples, classes = read_samples(folder)
@@ -132,7 +180,7 @@ def load_clips(folder: str | Path, size: int) -> tuple[list[Clip], list[str]]:
         for v, key in enumerate(views):
             frames = decode_frames(s[key])
             n = min(len(frames), len(labels))
-            clips.append(Clip(s["__key__"], v, _resize(frames[:n], size), labels[:n]))
+            clips.append(Clip(s["__key__"], v, _resize(frames[:n], round(size / crop_fraction)), labels[:n], size))
     if not clips:
         raise ValueError(f"{folder}: no clips")
     return clips, classes
@@ -200,25 +248,33 @@ def schedule(cfg) -> dict:
 # Training and testing
 # ------------------------------------------------------------------------------------------------------------------
 class _Features:
-    """Backbone features of chunks; with a frozen backbone they are computed once (per frame, or per chunk for x3d)."""
+    """Backbone features of chunks (centre windows, or the windows of ``augs``); with a frozen backbone the centre
+    windows' features are computed once (per frame, or per chunk for x3d), augmented ones every time."""
 
-    def __init__(self, probe: Probe, clips: list[Clip], frozen: bool, device: torch.device, batch: int = 64) -> None:
+    def __init__(self, probe: Probe, clips: list[Clip], frozen: bool, device: torch.device, batch: int = 64,
+                 cache: bool = True) -> None:
         self.probe, self.clips, self.frozen, self.device = probe, clips, frozen, device
         self.frames: dict[int, torch.Tensor] = {}
         self.chunks: dict[tuple[int, int], torch.Tensor] = {}
-        if frozen and probe.model == "gru":
+        if frozen and probe.model == "gru" and cache:
             with torch.no_grad():
                 for i, clip in enumerate(clips):
-                    parts = [pooled(probe.backbone, normalise(clip.frames[j : j + batch].to(device)))
+                    parts = [pooled(probe.backbone, normalise(clip.window(j, batch).to(device)))
                              for j in range(0, len(clip.frames), batch)]
                     self.frames[i] = torch.cat(parts)
 
-    def __call__(self, items: list[tuple[int, int]], chunk_len: int) -> torch.Tensor:
+    def __call__(self, items: list[tuple[int, int]], chunk_len: int,
+                 augs: list[ChunkAug] | None = None) -> torch.Tensor:
+        if augs is not None:
+            x = torch.stack([normalise(self.clips[i].window(s, chunk_len, a.top, a.left, a.flip).to(self.device))
+                             for (i, s), a in zip(items, augs)])
+            with torch.set_grad_enabled(not self.frozen):
+                return self.probe.features(x)
         if self.frozen and self.probe.model == "gru":
             return torch.stack([self.frames[i][s : s + chunk_len] for i, s in items])
         todo = [it for it in items if it not in self.chunks] if self.frozen else items
         if todo:
-            x = torch.stack([normalise(self.clips[i].frames[s : s + chunk_len].to(self.device)) for i, s in todo])
+            x = torch.stack([normalise(self.clips[i].window(s, chunk_len).to(self.device)) for i, s in todo])
             with torch.set_grad_enabled(not self.frozen):
                 feats = self.probe.features(x)
             if not self.frozen:
@@ -229,9 +285,11 @@ class _Features:
 
 def train_probe(probe: Probe, clips: list[Clip], cfg, device: torch.device, writer=None,
                 show_progress: bool = True) -> tuple[list[float], _Features]:
-    """Train the head (and the backbone with ``cfg.finetune``); returns the losses and the feature function."""
+    """Train the head (and the backbone with ``cfg.finetune``); returns the losses and the feature function.
+    With ``cfg.augment`` every chunk gets the study's augmentation (:func:`draw_aug`), else its centre window."""
     from tqdm import tqdm
 
+    resolve_probe(cfg)
     sched = schedule(cfg)
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -243,7 +301,7 @@ def train_probe(probe: Probe, clips: list[Clip], cfg, device: torch.device, writ
     usable = [i for i, c in enumerate(clips) if len(c.labels) >= cfg.chunk_len]
     if not usable:
         raise ValueError(f"no training clip has {cfg.chunk_len} frames")
-    feats = _Features(probe, clips, not cfg.finetune, device)
+    feats = _Features(probe, clips, not cfg.finetune, device, cache=not cfg.augment)
     params = [p for p in probe.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=sched["lr"], momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     losses = []
@@ -252,8 +310,9 @@ def train_probe(probe: Probe, clips: list[Clip], cfg, device: torch.device, writ
             group["lr"] = lr_at(step, sched)
         picks = rng.choice(usable, size=cfg.batch_size)
         items = [(int(i), train_start(len(clips[i].labels), cfg.chunk_len, rng)) for i in picks]
+        augs = [draw_aug(clips[i], rng) for i, _ in items] if cfg.augment else None
         target = torch.tensor([chunk_label(clips[i].labels[s : s + cfg.chunk_len]) for i, s in items], device=device)
-        loss = F.cross_entropy(probe.head(feats(items, cfg.chunk_len)), target)
+        loss = F.cross_entropy(probe.head(feats(items, cfg.chunk_len, augs)), target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -268,7 +327,8 @@ def train_probe(probe: Probe, clips: list[Clip], cfg, device: torch.device, writ
 
 @torch.no_grad()
 def predict(probe: Probe, clips: list[Clip], cfg, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """(true, predicted) chunk labels of every test window of every clip."""
+    """(true, predicted) chunk labels of every test window of every clip (centre windows)."""
+    resolve_probe(cfg)
     overlap = resolve_overlap(cfg.chunk_len, cfg.overlap)
     probe.to(device).eval()
     feats = _Features(probe, clips, True, device)
@@ -334,11 +394,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         ocfg = cfg.eval.online_action
         ocfg.finetune = ocfg.finetune or args.finetune
+        resolve_probe(ocfg)
         schedule(ocfg)
         resolve_overlap(ocfg.chunk_len, ocfg.overlap)
         device = resolve_device(cfg.eval.device)
-        train_clips, classes = load_clips(Path(args.shards) / ocfg.train_split, ocfg.crop_size)
-        test_clips, _ = load_clips(Path(args.shards) / ocfg.split, ocfg.crop_size)
+        train_clips, classes = load_clips(Path(args.shards) / ocfg.train_split, ocfg.crop_size, CROP_FRACTION)
+        test_clips, _ = load_clips(Path(args.shards) / ocfg.split, ocfg.crop_size, CROP_FRACTION)
         backbone, info = load_backbone(args.checkpoint, "x3d_xs" if ocfg.model == "x3d" else "resnet18",
                                        seed=ocfg.seed)
     except (ConfigError, ValueError) as exc:
@@ -369,7 +430,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_csv(out / "confusion.csv", [dict(zip(["true", *classes], [name, *map(int, r)]))
                                       for name, r in zip(classes, res["confusion"])], ["true", *classes])
     mode = "finetuned" if ocfg.finetune else "frozen"
-    print(f"backbone: {info['backbone']} ({mode}) from {info['source']}; {ocfg.model}, {ocfg.chunk_len}-frame chunks")
+    print(f"backbone: {info['backbone']} ({mode}) from {info['source']}; {ocfg.model}, {ocfg.chunk_len}-frame chunks "
+          f"at {ocfg.crop_size}², training augmentation {'on' if ocfg.augment else 'off'}")
     print(format_table(rows, ["class", "accuracy", "chunks"]))
     print(f"wrote {out}/online_action.csv, confusion.csv, confusion.png, TensorBoard {out}/tb")
     return 0

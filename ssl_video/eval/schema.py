@@ -37,9 +37,10 @@ class OnlineActionEvalConfig:
     model: str = choice("gru", ("gru", "x3d"))  # gru: frozen ResNet-18 per frame + GRU + linear | x3d: X3D-XS + linear
     train_split: str = "train"  # shard sets <shards>/<split>/
     split: str = "test"  # the split reported
-    chunk_len: int = 8  # 8 or 4 frames; test windows overlap by 3 (8) or 2 (4) frames
+    chunk_len: int | None = None  # null: the study's (gru 8, x3d 4); test windows overlap by 3 (8) or 2 (4) frames
     overlap: int | None = None  # null: the study's (3 for 8-frame chunks, 2 for 4-frame chunks)
-    crop_size: int = 112
+    crop_size: int | None = None  # null: the study's (gru 224, x3d 182)
+    augment: bool = True  # the study's probe training augmentation (random 0.8 window, flip 0.4); false: centre only
     batch_size: int = 16
     eval_batch_size: int = 32
     steps: int | None = None  # null: the model's schedule (gru 560, x3d 600)

@@ -98,7 +98,8 @@ def test_probe_trains_and_beats_chance_on_held_out_camera(takes_shards):
     torch.manual_seed(0)
     clips = [c for split in ("train", "val", "test") for c in oa.load_clips(takes_shards / split, 64)[0]]
     train, test = [c for c in clips if c.view < 2], [c for c in clips if c.view == 2]
-    cfg = OmegaConf.structured(OnlineActionEvalConfig(steps=150, milestones=[60, 120]))
+    # augment=False: cached frame features keep this test at its old cost (augmentation: the tests below; 104 s here)
+    cfg = OmegaConf.structured(OnlineActionEvalConfig(steps=150, milestones=[60, 120], augment=False))
     backbone, _ = load_backbone("random", "resnet18")
     probe = oa.Probe(backbone, "gru", 4)
     frozen = [p.clone() for p in backbone.parameters()]
@@ -187,3 +188,89 @@ def test_cli_x3d_writes_tables(takes_shards, tmp_path, capsys):
     assert rows[0] == "class,accuracy,chunks" and rows[1].startswith("all,")
     assert np.isfinite(float(rows[1].split(",")[1]))
     assert (out / "confusion.csv").is_file() and (out / "confusion.png").is_file()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The study's probe recipe: sizes per model, training augmentation (random 0.8 window, flip p 0.4), centre at test
+# ------------------------------------------------------------------------------------------------------------------
+def test_probe_defaults_are_the_studys_per_model():
+    gru = OmegaConf.structured(OnlineActionEvalConfig())
+    oa.resolve_probe(gru)
+    assert (gru.chunk_len, gru.crop_size, gru.augment) == (8, 224, True)
+    x3d = OmegaConf.structured(OnlineActionEvalConfig(model="x3d"))
+    oa.resolve_probe(x3d)
+    assert (x3d.chunk_len, x3d.crop_size) == (4, 182)
+    swapped = OmegaConf.structured(OnlineActionEvalConfig(model="x3d", chunk_len=8, crop_size=224))
+    oa.resolve_probe(swapped)  # explicit values (the study's swapped variants) are kept
+    assert (swapped.chunk_len, swapped.crop_size) == (8, 224)
+
+
+def _coded_clip(frames: int = 10, side: int = 20, crop: int = 16) -> oa.Clip:
+    """Every pixel's value says where it is: frame t, row y, column x -> (t, y, x) in the three channels."""
+    t, y, x = np.meshgrid(np.arange(frames), np.arange(side), np.arange(side), indexing="ij")
+    pixels = torch.from_numpy(np.stack([t, y, x], axis=1).astype(np.uint8))
+    return oa.Clip("take", 0, pixels, np.zeros(frames, np.int64), crop)
+
+
+def test_chunk_windows_cut_and_flip_the_stored_frames():
+    clip = _coded_clip()
+    centre = clip.window(2, 4)
+    assert centre.shape == (4, 3, 16, 16)
+    assert centre[0, 0].unique().tolist() == [2] and centre[-1, 0].unique().tolist() == [5]
+    assert centre[0, 1, :, 0].tolist() == list(range(2, 18)) and centre[0, 2, 0].tolist() == list(range(2, 18))
+    cut = clip.window(0, 3, top=4, left=1, flip=True)
+    assert cut[0, 1, :, 0].tolist() == list(range(4, 20))  # rows 4..19
+    assert cut[0, 2, 0].tolist() == list(range(16, 0, -1))  # columns 1..16, mirrored
+
+
+def test_augmentation_draws_cover_the_frame_and_flip_40_percent():
+    clip = _coded_clip()
+    rng = np.random.default_rng(0)
+    draws = [oa.draw_aug(clip, rng) for _ in range(4000)]
+    tops, lefts = [d.top for d in draws], [d.left for d in draws]
+    assert set(tops) == set(lefts) == set(range(5))  # every window position of the 20² frame for a 16² window
+    assert np.bincount(tops).min() > 4000 / 5 * 0.85
+    assert abs(np.mean([d.flip for d in draws]) - oa.FLIP_P) < 0.03  # binomial sd 0.008 at p 0.4
+
+
+class _Recorder(torch.nn.Module):
+    """A frame backbone that records its (un-normalised) inputs and returns 2 features."""
+
+    out_dim = 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[torch.Tensor] = []
+        self.w = torch.nn.Parameter(torch.ones(1))
+
+    def forward(self, x):
+        from ssl_video.data.constants import IMAGENET_MEAN, IMAGENET_STD
+
+        mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
+        self.seen.append(((x * std + mean) * 255).round())
+        return torch.stack([x.mean((1, 2, 3)), x[:, 2, 0, 0]], 1) * self.w
+
+
+@pytest.mark.parametrize("augment", [True, False])
+def test_training_sees_augmented_windows_and_testing_the_centre(augment):
+    clips = [_coded_clip() for _ in range(3)]
+    cfg = OmegaConf.structured(OnlineActionEvalConfig(chunk_len=4, steps=30, batch_size=4, augment=augment))
+    probe = oa.Probe(_Recorder(), "gru", 2, hidden=4)
+    oa.train_probe(probe, clips, cfg, torch.device("cpu"), show_progress=False)
+    seen = torch.cat(probe.backbone.seen)
+    corners = {(int(f[1, 0, 0]), int(f[2, 0, 0]), int(f[2, 0, -1])) for f in seen}  # top row, left col, right col
+    if augment:  # windows at several positions, some mirrored (the left column then holds the largest x)
+        assert len({(r, min(a, b)) for r, a, b in corners}) > 10
+        assert any(a > b for _, a, b in corners) and any(a < b for _, a, b in corners)
+    else:
+        assert corners == {(2, 2, 17)}
+    probe.backbone.seen.clear()
+    oa.predict(probe, clips, cfg, torch.device("cpu"))
+    tested = torch.cat(probe.backbone.seen)
+    assert {(int(f[1, 0, 0]), int(f[2, 0, 0]), int(f[2, 0, -1])) for f in tested} == {(2, 2, 17)}
+
+
+def test_probe_clips_are_stored_larger_than_the_window(takes_shards):
+    clips, _ = oa.load_clips(takes_shards / "test", 64, oa.CROP_FRACTION)
+    assert all(c.frames.shape[-2:] == (80, 80) and c.crop == 64 for c in clips)  # 64 / 0.8
+    assert clips[0].window(0, 2).shape == (2, 3, 64, 64)
