@@ -15,7 +15,7 @@ import sys
 
 from omegaconf import OmegaConf
 
-from ssl_video.config import ConfigError, load_config
+from ssl_video.config import ConfigError
 from ssl_video.training.errors import NonFiniteLoss, RunError, one_line
 from ssl_video.training.loop import run_loop
 from ssl_video.training.setup import Run, start_run
@@ -59,9 +59,11 @@ def _print_config(run: Run) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m ssl_video.train key=value ...``: errors are one ``error:`` line, exit 2; Ctrl-C one line, 130."""
+    from ssl_video import cli
+
     argv = sys.argv[1:] if argv is None else argv
+    cfg = cli.load(cli.parse_args(argv, command="train"))  # --help / --cfg / --config-dir; config errors exit 2
     try:
-        cfg = load_config(argv)
         result = train(cfg, on_start=_print_config)
     except KeyboardInterrupt:
         sys.stderr.write("\ninterrupted (Ctrl-C): the run stopped; its last checkpoint is kept and a rerun resumes\n")

@@ -14,6 +14,7 @@ import torch
 from tqdm import tqdm
 
 from ssl_video import checkpoint as ckpt
+from ssl_video import tb_logging
 from ssl_video.config import to_yaml
 from ssl_video.data.augment import augment_batch_on_device
 from ssl_video.training.errors import CheckpointError, NonFiniteLoss, RunError, one_line
@@ -101,6 +102,8 @@ def run_loop(run: Run, loader_fn, on_first_batch=None) -> dict:
     ``on_first_batch(run)`` runs once the first batch has arrived (so a data error is reported before it)."""
     cfg = run.cfg
     log = TrainLog(run.out_dir, run.step, run.info.is_main)
+    if log.writer is not None:
+        tb_logging.log_run_config(log.writer, cfg, run.step)
     stop = Stop()
     bar = tqdm(total=cfg.train.steps, initial=run.step, disable=not run.info.is_main, desc="train", dynamic_ncols=True)
     last = {"step": run.step, "loss": float("nan")}
@@ -140,5 +143,7 @@ def run_loop(run: Run, loader_fn, on_first_batch=None) -> dict:
     finally:
         bar.close()
         stop.restore()
+        if log.writer is not None and run.step >= cfg.train.steps:
+            tb_logging.log_hparams(log.writer, cfg, {"loss": last["loss"]}, step=run.step)
         log.close()
     return last

@@ -48,9 +48,9 @@ class Run:
 
 def choose_device(cfg, info: DistInfo) -> torch.device:
     """The trainer's one device choice (``train.device``: auto | cpu | cuda; one GPU per local rank)."""
-    if cfg.train.device == "cuda" or (cfg.train.device == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda", info.local_rank)
-    return torch.device("cpu")
+    from ssl_video.device import resolve_device
+
+    return resolve_device(cfg.train.device, info.local_rank)
 
 
 def make_deterministic(device: torch.device) -> None:
