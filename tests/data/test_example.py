@@ -16,6 +16,7 @@ from ssl_video.data import augment, sampling
 from ssl_video.data.decode import decode_frames
 from ssl_video.data.label_maps import read_rows
 from ssl_video.data.loader import check_data_config, make_example, plain_config, shard_list
+from ssl_video.normalise import normalise
 
 
 def _cfg(root, *extra):
@@ -33,7 +34,7 @@ def previous_augment_clip(frames, labels, cfg, rng, per_frame, photometric):
         p = augment.draw_params(preset, height, width, cfg.crop_size, rng)
         video, mask = augment.apply_geometric(frames[group], None if labels is None else labels[group], p)
         x = augment.apply_photometric(video, p) if photometric else augment.to_float(video)
-        x = augment.normalise(x)
+        x = normalise(x)
         out_frames.append(augment.apply_erase(x, p) if photometric else x)
         if mask is not None:
             out_labels.append(mask)
