@@ -244,7 +244,7 @@ class _Recorder(torch.nn.Module):
         self.w = torch.nn.Parameter(torch.ones(1))
 
     def forward(self, x):
-        from ssl_video.data.constants import IMAGENET_MEAN, IMAGENET_STD
+        from ssl_video.normalise import IMAGENET_MEAN, IMAGENET_STD
 
         mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
         self.seen.append(((x * std + mean) * 255).round())

@@ -108,7 +108,7 @@ def test_split_where_every_input_fails_leaves_no_manifest(shared_videos, tmp_pat
     (["superpixels.algos.watershed={}"], "superpixels.algos.watershed: ValueError: unknown superpixel algorithm"),
     (["pack.fps=0"], "pack.fps must be > 0, got 0.0"),
     (["pack.shard_size=0"], "pack.shard_size must be >= 1, got 0"),
-    (["pack.kind=youtube"], "unknown pack.kind 'youtube'"),
+    (["pack.kind=youtube"], "config key 'pack.kind' got 'youtube'"),
     (["pack.nosuchkey=1"], "nosuchkey"),
     (["--task", "2/2"], "--task 2/2: need 0 <= K < N"),
     (["--bogus"], "unrecognized arguments: --bogus"),

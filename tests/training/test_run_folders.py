@@ -31,7 +31,7 @@ def test_config_differences_split_structural_changed_and_ignored():
     assert run_dir.config_differences(saved, same) == ([], [])
     lr = load_config(["method=walk_superpixel", "optim.lr=0.1", "train.steps=7"])
     assert run_dir.config_differences(saved, lr) == ([], ["optim.lr", "train.steps"])
-    assert run_dir.describe(["optim.lr"], saved, lr) == "optim.lr 0.05 -> 0.1"
+    assert run_dir.describe(["optim.lr"], saved, lr) == "optim.lr 0.0001 -> 0.1"
     other = load_config(["method=walk_superpixel", "backbone=resnet18", "data.crop_size=96"])
     structural, _ = run_dir.config_differences(saved, other)
     assert "backbone.name" in structural and "data.crop_size" in structural
