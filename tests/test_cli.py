@@ -53,7 +53,7 @@ def test_options_may_follow_overrides():
     (["--bogus"], "error: unrecognized arguments: --bogus (see ssl-video-train --help)"),
     (["train.steps"], "error: 'train.steps' is not a key=value override or a known flag (see ssl-video-train --help)"),
     (["method=mocco"], "error: unknown method 'mocco' (did you mean 'moco'?); choose from: byol, moco, simclr, "
-                       "simsiam, walk_mixed, walk_patch, walk_superpixel"),
+                       "simsiam, vicreg, walk_mixed, walk_patch, walk_superpixel"),
     (["train.stepz=1"], "error: unknown config key 'train.stepz' (did you mean 'train.steps'?)"),
 ])  # fmt: skip
 def test_errors_are_one_line_with_exit_2(capsys, argv, message):

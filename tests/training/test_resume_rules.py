@@ -39,7 +39,7 @@ def test_resume_with_another_method_is_one_line_naming_the_keys(kinetics_shards,
 
 def test_changed_lr_needs_force_which_records_both_configs(kinetics_shards, tmp_path, capsys):
     train(_cfg(kinetics_shards, tmp_path, 2))
-    with pytest.raises(RunError, match=r"optim\.lr 0\.05 -> 0\.5.*train\.resume=force"):
+    with pytest.raises(RunError, match=r"optim\.lr 0\.0001 -> 0\.5.*train\.resume=force"):
         train(_cfg(kinetics_shards, tmp_path, 2, "optim.lr=0.5"))
     result = train(_cfg(kinetics_shards, tmp_path, 3, "optim.lr=0.5", "train.resume=force"))
     assert result["step"] == 3 and "resumed from" in capsys.readouterr().out
