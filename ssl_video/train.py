@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+import types
 
 from omegaconf import OmegaConf
 
@@ -79,3 +80,14 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+class _CallableModule(types.ModuleType):
+    """``from ssl_video import train`` may give this module (a submodule import shadows the function): make
+    ``train(cfg)`` work either way."""
+
+    def __call__(self, *args, **kwargs):
+        return train(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
