@@ -45,7 +45,7 @@ def test_changed_lr_needs_force_which_records_both_configs(kinetics_shards, tmp_
     assert result["step"] == 3 and "resumed from" in capsys.readouterr().out
     previous = load_config([f"train.out_dir={tmp_path}"])  # what the first run was trained with
     kept = (tmp_path / "config.before_step_00000002.yaml").read_text()
-    assert "lr: 0.05" in kept and "steps: 2" in kept and previous.optim.lr == 0.05
+    assert "lr: 0.0001" in kept and "steps: 2" in kept and previous.optim.lr == 0.0001  # the walk recipe's Adam lr
     now = (tmp_path / "config.yaml").read_text()
     assert "lr: 0.5" in now and "steps: 3" in now
 
