@@ -90,8 +90,9 @@ def build_config(args: argparse.Namespace):
         picks.append("launch=local")
     # the flags come after the overrides: an explicit flag wins over launch.* on the same command line
     cfg = cli.load(args, extra=[*picks, *(f"{k}={v}" for k, v in flags.items() if v is not None)])
-    if args.tasks_per_node is None and cfg.launch.gpus_per_node > 0:
-        cfg.launch.tasks_per_node = cfg.launch.gpus_per_node  # one task per GPU
+    explicit = args.tasks_per_node is not None or any(o.startswith("launch.tasks_per_node=") for o in args.overrides)
+    if not explicit:  # one task per GPU; one per node without GPUs (the preset's 8 would ask 8 CPU tasks per node)
+        cfg.launch.tasks_per_node = max(cfg.launch.gpus_per_node, 1)
     if cfg.launch.gpus_per_node == 0:
         cfg.train.device = "cpu" if cfg.train.device == "auto" else cfg.train.device
     # the job runs in another process, maybe on another node: paths relative to here become absolute

@@ -60,6 +60,10 @@ def test_flags_and_launch_keys_override_the_preset():
         assert line in lines, line
     per_node = _sbatch_lines("--method", "moco", "--mem-gb", "200")  # per node instead of per GPU: never both
     assert "#SBATCH --mem=200GB" in per_node and not [x for x in per_node if x.startswith("#SBATCH --mem-per-gpu")]
+    no_gpus = _sbatch_lines("--method", "moco", "--gpus-per-node", "0")  # a CPU cluster: one task per node
+    assert "#SBATCH --ntasks-per-node=1" in no_gpus and not [x for x in no_gpus if x.startswith("#SBATCH --gpus")]
+    two = _sbatch_lines("--method", "moco", "--gpus-per-node", "0", "launch.tasks_per_node=2")
+    assert "#SBATCH --ntasks-per-node=2" in two
     cpu = _sbatch_lines("--method", "moco", "launch=local")  # another preset by name
     assert "# ssl-video launch preset: local" in cpu[1]
     assert not [x for x in cpu if x.startswith(("#SBATCH --gpus", "#SBATCH --mem-per-gpu"))]

@@ -25,8 +25,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = _Parser(prog="make_shards.py",
-                     description="Pack videos into WebDataset shard sets (config keys as key=value).")
+    parser = _Parser(description="Pack videos into WebDataset shard sets (config keys as key=value).")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. pack.input=data/k400 pack.kind=kinetics")
     parser.add_argument("--workers", type=int, help="parallel processes (pack.workers); --slurm: --cpus-per-task")
     parser.add_argument("--shard-size", type=int, help="inputs per shard (pack.shard_size)")

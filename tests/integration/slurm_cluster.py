@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 
 NODES = ("n1", "n2")
+# squeue reasons of a pending job that waiting cannot cure (e.g. 8 tasks per node asked of 1-CPU nodes)
+UNSCHEDULABLE = {"PartitionConfig", "BadConstraints", "PartitionNodeLimit", "PartitionTimeLimit", "InvalidQOS"}
 
 
 def available() -> str | None:
@@ -115,14 +117,21 @@ PartitionName=debug Nodes={",".join(NODES)} Default=YES MaxTime=INFINITE State=U
         return self.run("squeue", "-h", "-j", job_id, "-o", "%T").stdout.strip()
 
     def wait_for(self, until, timeout: float = 900, what: str = "condition", poll: float = 2) -> None:
-        """Poll ``until()`` every ``poll`` s; AssertionError naming ``what`` (and the queue) after ``timeout`` s."""
+        """Poll ``until()`` every ``poll`` s; AssertionError naming ``what`` (and the queue) after ``timeout`` s, or
+        at once when a job pends for a reason that waiting cannot cure (it asks for more than the cluster has)."""
         deadline = time.time() + timeout
         while time.time() < deadline:
             if until():
                 return
+            stuck = [line for line in self._queue().splitlines() if line.split()[-1] in UNSCHEDULABLE]
+            if stuck:
+                raise AssertionError(f"{what}: the job can never start here: {stuck}")
             time.sleep(poll)
-        queue = self.run("squeue", "-h", "-o", "%i %T %r").stdout.strip()
+        queue = self._queue()
         raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; queue: {queue or 'empty'}")
+
+    def _queue(self) -> str:
+        return self.run("squeue", "-h", "-o", "%i %T %r").stdout.strip()
 
     def cancel_jobs(self, timeout: float = 60) -> None:
         """Cancel every job of this cluster and wait (bounded) until the queue is empty."""
