@@ -257,12 +257,33 @@ def check_data_config(cfg) -> None:
             )
 
 
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
 def ignore_stop_signals(worker_id: int) -> None:
     """DataLoader worker_init_fn: workers ignore SIGTERM/SIGINT, which SLURM (preemption, scancel, time limit) and a
     terminal's Ctrl-C send to the whole process group; the trainer alone reacts (checkpoint, exit) and then shuts its
-    workers down itself. A worker still exits when the trainer dies (torch's watchdog) or on SIGKILL."""
+    workers down itself. A worker still exits when the trainer dies (torch's watchdog) or on SIGKILL. The signals were
+    blocked since the fork (:class:`StopSafeLoader`): one that arrived meanwhile is dropped here, not fatal."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+class StopSafeLoader(DataLoader):
+    """A DataLoader whose workers are born with SIGTERM/SIGINT blocked (the mask survives fork and exec), so a signal
+    to the process group between a worker's start and its worker_init_fn cannot kill it (torch's worker handler
+    would: every epoch starts new workers, and a preemption at that moment crashed the run). The trainer gets such a
+    signal once its workers are started."""
+
+    def __iter__(self):
+        if self.num_workers == 0:
+            return super().__iter__()
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            return super().__iter__()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def build_loader(data_cfg, *, batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0, epoch: int = 0):
@@ -273,7 +294,7 @@ def build_loader(data_cfg, *, batch_size: int, rank: int = 0, world_size: int = 
         data_cfg, batch_size=batch_size, rank=rank, world_size=world_size, seed=seed, epoch=epoch, ctx=ctx
     )
     workers = min(data_cfg.num_workers, data_cfg.epoch_length)
-    return DataLoader(
+    return StopSafeLoader(
         stream,
         batch_size=None,
         num_workers=workers,

@@ -15,7 +15,14 @@ import webdataset as wds
 
 from ssl_video.config import load_config
 from ssl_video.data.decode import decode_frames
-from ssl_video.data.loader import build_loader, make_example, shard_list, shards_for
+from ssl_video.data.loader import (
+    StopSafeLoader,
+    build_loader,
+    ignore_stop_signals,
+    make_example,
+    shard_list,
+    shards_for,
+)
 
 
 def _cfg(root, *extra):
@@ -212,3 +219,23 @@ def test_shards_of_the_real_videos_load_and_decode(shared_videos, tmp_path):
     batches = list(build_loader(cfg, batch_size=2, seed=0))
     assert len(batches) == cfg.epoch_length and sum(int(b["skipped"].sum()) for b in batches) == 0
     assert np.isfinite(torch.cat([b["clips"] for b in batches]).numpy()).all()
+
+
+def _signalled_before_init(worker_id: int) -> None:
+    """A SIGTERM to the process group that lands after a worker's fork, before its worker_init_fn has run."""
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGTERM)
+    ignore_stop_signals(worker_id)
+
+
+def test_a_stop_signal_while_workers_start_does_not_kill_them():
+    from torch.utils.data import DataLoader
+
+    data = list(range(6))
+    safe = StopSafeLoader(data, batch_size=2, num_workers=1, worker_init_fn=_signalled_before_init)
+    assert [b.tolist() for b in safe] == [[0, 1], [2, 3], [4, 5]]
+    plain = DataLoader(data, batch_size=2, num_workers=1, worker_init_fn=_signalled_before_init)
+    with pytest.raises(RuntimeError, match="worker"):  # the hazard itself: a plain loader's worker dies
+        list(plain)

@@ -58,6 +58,19 @@ def _wait(cluster, job_id: str, until, timeout: float = 1500) -> None:
     cluster.wait_for(until, timeout, what=f"job {job_id} (state {cluster.job_state(job_id)!r})")
 
 
+def _wait_while_queued(cluster, out: Path, job_id: str, until, timeout: float = 1500) -> None:
+    """Like :func:`_wait`, but the job leaving the queue first is a failure at once (with its rank-0 log's end)."""
+
+    def done() -> bool:
+        if until():
+            return True
+        if cluster.job_state(job_id) == "" and not until():
+            raise AssertionError(f"job {job_id} ended early:\n{_logs(out, job_id)[0][-3000:]}")
+        return False
+
+    _wait(cluster, job_id, done, timeout)
+
+
 def _logs(out: Path, job_id: str) -> dict[int, str]:
     folder = out / "jobs" / "walk_superpixel" / job_id
     return {task: (folder / f"{job_id}_{task}_log.out").read_text() for task in (0, 1)}
@@ -76,24 +89,36 @@ def test_two_ranks_on_two_nodes_run_the_same_steps(cluster, kinetics_shards, tmp
     assert list((out / "tb").glob("events.out.tfevents.*"))
 
 
-@pytest.mark.parametrize("scancel", [["--signal=USR2"], ["--signal=TERM"]], ids=["usr2", "term"])
-def test_signalled_job_is_requeued_and_resumes_from_its_checkpoint(cluster, kinetics_shards, tmp_path, scancel):
-    """USR2: submitit's preemption warning. TERM: every process of the job's steps (trainers and their loader workers)
-    gets SIGTERM, as on preemption; the workers ignore it, the trainer checkpoints and requeues.
+def _latest_step(out: Path) -> int:
+    path = ckpt.latest_checkpoint(out)
+    return -1 if path is None else int(re.search(r"step_(\d+)", path.name).group(1))
+
+
+def test_usr2_then_term_each_checkpoint_requeue_and_resume(cluster, kinetics_shards, tmp_path):
+    """One job, two preemptions. USR2: submitit's preemption warning. TERM: every process of the job's steps
+    (trainers and their loader workers) gets SIGTERM, as on preemption; the workers ignore it, the trainer checkpoints
+    and requeues. The run is far from its last step, so it is still training whatever the machine's speed.
 
     Not ``--full``: srun, in the batch script, turns a SIGTERM of its own into SIGKILL of the tasks at once ("srun:
     forcing job termination", whatever the script traps or ignores; checked on this cluster), so no task can
     checkpoint then. That is why submitit asks for USR2 90 s before the time limit (docs/failures.md)."""
     out = tmp_path / "run"
-    job = _submit(cluster, kinetics_shards, out, steps=12, ckpt_every=2, workers=1)  # a real loader worker
-    _wait(cluster, job, lambda: ckpt.latest_checkpoint(out) is not None)
-    assert cluster.run("scancel", *scancel, job).returncode == 0
-    _wait(cluster, job, lambda: cluster.job_state(job) == "")
-    logs = _logs(out, job)
-    resumed = re.findall(r"resumed from .*step_(\d+)\.pt at step (\d+)", logs[0])
-    assert resumed, logs[0][-3000:]
-    assert int(resumed[-1][1]) > 0
-    assert "signal received: checkpoint written at step" in logs[0]
-    for task in (0, 1):
-        assert f"rank {task} finished at step 12" in logs[task]
-    assert ckpt.load_checkpoint(ckpt.latest_checkpoint(out))["step"] == 12
+    job = _submit(cluster, kinetics_shards, out, steps=10_000, ckpt_every=2, workers=1)  # a real loader worker
+    resumed_at = 0
+    for signal in ("USR2", "TERM"):
+        _wait_while_queued(cluster, out, job, lambda s=resumed_at: _latest_step(out) > s)  # trained, checkpointed
+        assert cluster.run("scancel", f"--signal={signal}", job).returncode == 0
+        _wait_while_queued(cluster, out, job, lambda s=resumed_at: _resumes(out, job)[-1:] > [s])
+        resumed_at = _resumes(out, job)[-1]
+    _wait_while_queued(cluster, out, job, lambda: _latest_step(out) > resumed_at)  # the second rerun trains on
+    log = _logs(out, job)[0]
+    assert log.count("signal received: checkpoint written at step") == 2, log[-3000:]
+    first, second = _resumes(out, job)
+    assert 0 < first < second
+
+
+def _resumes(out: Path, job_id: str) -> list[int]:
+    """The steps rank 0 resumed at, in order."""
+    path = out / "jobs" / "walk_superpixel" / job_id / f"{job_id}_0_log.out"
+    log = path.read_text() if path.exists() else ""
+    return [int(step) for step in re.findall(r"resumed from .*step_\d+\.pt at step (\d+)", log)]
