@@ -27,6 +27,15 @@ def _console_scripts() -> dict[str, str]:
     raise AssertionError("setup.py declares no console_scripts")
 
 
+def test_every_code_folder_is_a_package_the_wheel_ships():
+    """setup.py's find_packages skips a folder without __init__.py: its modules would be missing once installed."""
+    from setuptools import find_packages
+
+    shipped = set(find_packages(str(REPO), include=["ssl_video", "ssl_video.*"]))
+    code = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "ssl_video").rglob("*.py")}
+    assert code <= shipped, sorted(code - shipped)
+
+
 def test_every_console_script_in_setup_py_resolves():
     scripts = _console_scripts()
     assert scripts["ssl-video-submit"] == "ssl_video.launch:main"
