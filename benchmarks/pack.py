@@ -164,7 +164,7 @@ def _quality(video: Path, item: Item, overrides: list[str], encoders: str, repea
 
     ref = None
     print(f"{'encoder settings':58s} {'CPU s/clip':>10s} {'clips/s/core':>12s} {'kB':>6s} {'PSNR dB':>7s} "
-          f"{'SSIM':>6s}")
+          f"{'SSIM':>6s} {'decode CPU s':>12s}")
     for setting in encoders.split(";"):
         pc = plain(load_config(["pack.max_frames=250"] + overrides + setting.split()).pack)
         if ref is None:  # the source resized straight to RGB: what an encoder-free pipeline would train on
@@ -172,8 +172,9 @@ def _quality(video: Path, item: Item, overrides: list[str], encoders: str, repea
         _, cpu = _timed(lambda p=pc: make_sample(item, p, {}, []), repeats)
         mp4 = dict(make_sample(item, pc, {}, []))[f"{item.key}.mp4"]
         psnr, ssim = _psnr_ssim(decode_bytes(mp4), ref)
-        print(f"{setting.strip():58s} {cpu:10.3f} {1 / cpu:12.2f} {len(mp4) / 1e3:6.0f} {psnr:7.2f} {ssim:6.4f}",
-              flush=True)
+        _, decode_cpu = _timed(lambda m=mp4: decode_bytes(m), repeats)  # the reading side: all frames to RGB
+        print(f"{setting.strip():58s} {cpu:10.3f} {1 / cpu:12.2f} {len(mp4) / 1e3:6.0f} {psnr:7.2f} {ssim:6.4f} "
+              f"{decode_cpu:12.3f}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -178,21 +178,13 @@ def _yuv_passthrough(frame, turns: int) -> bool:
             and frame.color_range in _PASSTHROUGH_RANGES)
 
 
-def iter_video_frames(path: str | Path, fps: float, short_side: int, start: int = 0, count: int | None = None,
-                      size: tuple[int, int] | None = None, yuv: bool = False) -> Iterator:
-    """Output frames ``start .. start+count-1`` (``count`` None: to the end) as upright PyAV ``VideoFrame`` s.
-
-    ``yuv``: frames in yuv420p, resized without leaving YUV where the source allows (see ``_yuv_passthrough``; x264
-    takes them as they are, with no RGB round trip), else rgb24. ``size``: force the upright output ``(width, height)``
-    instead of scaling to ``short_side`` (views of one take). A source frame shown at several output frames (source
-    rate below ``fps``) is converted once and yielded again (the same object).
-
-    Raises :class:`VideoError` on a decoding error anywhere in the range read, or if no frame decodes.
-    """
+def _resampled(path: str | Path, fps: float, short_side: int, start: int, count: int | None,
+               size: tuple[int, int] | None, convert: Callable) -> Iterator:
+    """``convert(frame, (w, h) coded, quarter turns)`` of the source frame on screen at each output frame ``start ..
+    start+count-1``; a source frame shown at several output frames (source rate below ``fps``) is converted once and
+    its result yielded again; frames never shown are never converted (frame-rate subsampling before conversion)."""
     # hand-written frame-rate conversion (not FFmpeg's fps filter): the exact frame count must be predictable
     # (count_frames) so that the views of a take can be trimmed to a common length before decoding them.
-    import av
-
     container = _open(path)
     try:
         stream = container.streams.video[0]
@@ -203,21 +195,10 @@ def iter_video_frames(path: str | Path, fps: float, short_side: int, start: int 
         prev, prev_t, first_t, turns, coded, out = None, 0.0, None, 0, None, None
         decoded = 0
 
-        # one reformatter for all frames: frame.reformat() builds a new swscale context per call (6x slower, measured);
-        # threads=1: swscale's default (0) scales on every core, and the packing workers already use them all
-        reformatter = VideoReformatter()
-
-        def convert(frame):
-            if yuv and _yuv_passthrough(frame, turns):
-                return reformatter.reformat(frame, width=coded[0], height=coded[1], format="yuv420p", threads=1)
-            rgb = reformatter.reformat(frame, width=coded[0], height=coded[1], format="rgb24", threads=1).to_ndarray()
-            # a fresh frame, not swscale's: that one keeps the source's chroma siting, which changes x264's input
-            return av.VideoFrame.from_ndarray(np.ascontiguousarray(np.rot90(rgb, turns)), format="rgb24")
-
-        def emit():  # frames not yielded are never converted (frame-rate subsampling before conversion)
+        def emit():
             nonlocal out
             if out is None:
-                out = convert(prev)
+                out = convert(prev, coded, turns)
             return out
 
         frames = container.decode(stream)
@@ -255,9 +236,40 @@ def iter_video_frames(path: str | Path, fps: float, short_side: int, start: int 
 
 def iter_frames(path: str | Path, fps: float, short_side: int, start: int = 0, count: int | None = None,
                 size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
-    """:func:`iter_video_frames` as upright RGB ``(H, W, 3) uint8`` arrays."""
-    for frame in iter_video_frames(path, fps, short_side, start, count, size):
-        yield frame.to_ndarray()
+    """Output frames ``start .. start+count-1`` (``count`` None: to the end) as upright RGB ``(H, W, 3) uint8``.
+
+    ``size``: force the upright output ``(width, height)`` instead of scaling to ``short_side`` (views of one take).
+
+    Raises :class:`VideoError` on a decoding error anywhere in the range read, or if no frame decodes.
+    """
+    # one reformatter for all frames: frame.reformat() builds a new swscale context per call (6x slower, measured);
+    # threads=1: swscale's default (0) scales on every core, and the packing workers already use them all
+    reformatter = VideoReformatter()
+
+    def rgb(frame, coded: tuple[int, int], turns: int) -> np.ndarray:
+        out = reformatter.reformat(frame, width=coded[0], height=coded[1], format="rgb24", threads=1).to_ndarray()
+        return np.ascontiguousarray(np.rot90(out, turns)) if turns else out
+
+    return _resampled(path, fps, short_side, start, count, size, rgb)
+
+
+def iter_video_frames(path: str | Path, fps: float, short_side: int, start: int = 0, count: int | None = None,
+                      size: tuple[int, int] | None = None, yuv: bool = False) -> Iterator:
+    """:func:`iter_frames` as PyAV ``VideoFrame`` s for :meth:`H264Writer.write_frame` (a repeated frame is the same
+    object). ``yuv``: yuv420p frames resized without leaving YUV where the source allows (``_yuv_passthrough``), so
+    x264 takes them with no RGB round trip; else (and always when not ``yuv``) rgb24 frames."""
+    import av
+
+    reformatter = VideoReformatter()
+
+    def convert(frame, coded: tuple[int, int], turns: int):
+        if yuv and _yuv_passthrough(frame, turns):
+            return reformatter.reformat(frame, width=coded[0], height=coded[1], format="yuv420p", threads=1)
+        rgb = reformatter.reformat(frame, width=coded[0], height=coded[1], format="rgb24", threads=1).to_ndarray()
+        # a fresh frame, not swscale's: that one keeps the source's chroma siting, which changes x264's input
+        return av.VideoFrame.from_ndarray(np.ascontiguousarray(np.rot90(rgb, turns)), format="rgb24")
+
+    return _resampled(path, fps, short_side, start, count, size, convert)
 
 
 def read_video(path: str | Path, fps: float, short_side: int, start: int = 0, count: int | None = None,
