@@ -15,7 +15,14 @@ from collections.abc import Iterable
 import numpy as np
 
 from ssl_video.packing.inputs import Item, PackError, frame_labels
-from ssl_video.packing.video import H264Writer, VideoError, count_frames, declared_frames, is_truncated, iter_frames
+from ssl_video.packing.video import (
+    H264Writer,
+    VideoError,
+    count_frames,
+    declared_frames,
+    is_truncated,
+    iter_video_frames,
+)
 
 # frames per superpixel call: slic_fast on batches of 8 measured 25-30% less CPU per frame than on a whole 250-frame
 # clip (cache); its iterations stop per frame, so the maps are the same whatever the batch (checked equal)
@@ -61,17 +68,24 @@ def npz_bytes(labels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _encode_view(frames: Iterable[np.ndarray], pc: dict, sp: dict[str, tuple[int, dict]]):
-    """Encode one view; returns (mp4 bytes, frame count, (w, h), {algo: (labels, frame_index)})."""
+def _encode_view(frames: Iterable, pc: dict, sp: dict[str, tuple[int, dict]]):
+    """Encode one view's PyAV frames (:func:`iter_video_frames`); superpixels on the RGB of every ``stride``-th one.
+
+    Returns (mp4 bytes, frame count, (w, h), {algo: (labels, frame_index)})."""
+    from av.video.reformatter import VideoReformatter
+
     from ssl_video.superpixels.segment import segment
 
-    writer, picked = None, {algo: [] for algo in sp}
-    for i, rgb in enumerate(frames):
+    writer, picked, to_rgb = None, {algo: [] for algo in sp}, VideoReformatter()
+    for i, frame in enumerate(frames):
         if writer is None:
-            writer = H264Writer(rgb.shape[1], rgb.shape[0], pc["fps"], pc["gop"], pc["crf"], pc["preset"])
-        writer.write(rgb)
+            writer = H264Writer(frame.width, frame.height, pc["fps"], pc["gop"], pc["crf"], pc["preset"])
+        writer.write_frame(frame)
+        rgb = None  # only the frames that get superpixels are converted to RGB
         for algo, (stride, _) in sp.items():
             if i % stride == 0:
+                if rgb is None:
+                    rgb = to_rgb.reformat(frame, format="rgb24", threads=1).to_ndarray()
                 picked[algo].append(rgb)
     if writer is None:
         raise VideoError("no frames decoded")
@@ -99,10 +113,14 @@ def _take_range(item: Item, pc: dict) -> tuple[list[int], int, int, list[int]]:
     return [lo + o for o in offsets], lo, hi - lo, counts
 
 
+def _frames(pc: dict, path: str, start: int, count: int | None, size: tuple[int, int] | None = None):
+    return iter_video_frames(path, pc["fps"], pc["short_side"], start, count, size, yuv=pc["yuv_passthrough"])
+
+
 def _single_view(item: Item, pc: dict, sp: dict, members: list, sp_meta: dict) -> dict:
     path = item.paths[0]
     count = pc["max_frames"] or None
-    mp4, n, (w, h), maps = _encode_view(iter_frames(path, pc["fps"], pc["short_side"], 0, count), pc, sp)
+    mp4, n, (w, h), maps = _encode_view(_frames(pc, path, 0, count), pc, sp)
     members.append((f"{item.key}.mp4", mp4))
     for algo, (labels, index) in maps.items():
         members.append((f"{item.key}.sp.{algo}.npz", npz_bytes(labels)))
@@ -116,7 +134,7 @@ def _multi_view(item: Item, pc: dict, sp: dict, members: list, sp_meta: dict, cl
     starts, lo, n, counts = _take_range(item, pc)
     size = None
     for v, (path, start) in enumerate(zip(item.paths, starts)):
-        frames = iter_frames(path, pc["fps"], pc["short_side"], start, n, size)
+        frames = _frames(pc, path, start, n, size)
         try:
             mp4, got, size, maps = _encode_view(frames, pc, sp)
         except VideoError as exc:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -167,14 +167,22 @@ def count_frames(path: str | Path, fps: float) -> int:
         container.close()
 
 
-def iter_frames(path: str | Path, fps: float, short_side: int, start: int = 0, count: int | None = None,
-                size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
-    """Output frames ``start .. start+count-1`` (``count`` None: to the end) as upright RGB ``(H, W, 3) uint8``.
+# source frames x264 can take as they are (after resizing): 8-bit 4:2:0, limited range, BT.601 or untagged colour (read
+# as BT.601 by every decoder, and so by the loader). Others (BT.709-tagged, full range, 10-bit, rotated) go through RGB.
+_PASSTHROUGH_COLORSPACES = (2, 5, 6)  # AVCOL_SPC_UNSPECIFIED, BT470BG, SMPTE170M
+_PASSTHROUGH_RANGES = (0, 1)  # AVCOL_RANGE_UNSPECIFIED, MPEG (limited)
 
-    ``size``: force the upright output ``(width, height)`` instead of scaling to ``short_side`` (views of one take).
 
-    Raises :class:`VideoError` on a decoding error anywhere in the range read, or if no frame decodes.
-    """
+def _yuv_passthrough(frame, turns: int) -> bool:
+    return (not turns and frame.format.name == "yuv420p" and frame.colorspace in _PASSTHROUGH_COLORSPACES
+            and frame.color_range in _PASSTHROUGH_RANGES)
+
+
+def _resampled(path: str | Path, fps: float, short_side: int, start: int, count: int | None,
+               size: tuple[int, int] | None, convert: Callable) -> Iterator:
+    """``convert(frame, (w, h) coded, quarter turns)`` of the source frame on screen at each output frame ``start ..
+    start+count-1``; a source frame shown at several output frames (source rate below ``fps``) is converted once and
+    its result yielded again; frames never shown are never converted (frame-rate subsampling before conversion)."""
     # hand-written frame-rate conversion (not FFmpeg's fps filter): the exact frame count must be predictable
     # (count_frames) so that the views of a take can be trimmed to a common length before decoding them.
     container = _open(path)
@@ -184,15 +192,14 @@ def iter_frames(path: str | Path, fps: float, short_side: int, start: int = 0, c
         src_rate = _rate(stream)
         k = 0  # next output frame index
         stop = None if count is None else start + count
-        prev, prev_t, first_t, turns, coded = None, 0.0, None, 0, None
+        prev, prev_t, first_t, turns, coded, out = None, 0.0, None, 0, None, None
         decoded = 0
 
-        # one reformatter for all frames: frame.reformat() builds a new swscale context per call (6x slower, measured)
-        reformatter = VideoReformatter()
-
-        def emit(frame) -> np.ndarray:
-            rgb = reformatter.reformat(frame, width=coded[0], height=coded[1], format="rgb24").to_ndarray()
-            return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+        def emit():
+            nonlocal out
+            if out is None:
+                out = convert(prev, coded, turns)
+            return out
 
         frames = container.decode(stream)
         while stop is None or k < stop:
@@ -213,18 +220,56 @@ def iter_frames(path: str | Path, fps: float, short_side: int, start: int = 0, c
             t -= first_t
             while prev is not None and (k + 0.5) / fps < t and (stop is None or k < stop):
                 if k >= start:
-                    yield emit(prev)
+                    yield emit()
                 k += 1
-            prev, prev_t = frame, t
+            prev, prev_t, out = frame, t, None
         if prev is None:
             raise VideoError("no decodable video frames")
         total = _num_output_frames(0.0, prev_t, src_rate, fps)
         while k < total and (stop is None or k < stop):
             if k >= start:
-                yield emit(prev)
+                yield emit()
             k += 1
     finally:
         container.close()
+
+
+def iter_frames(path: str | Path, fps: float, short_side: int, start: int = 0, count: int | None = None,
+                size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
+    """Output frames ``start .. start+count-1`` (``count`` None: to the end) as upright RGB ``(H, W, 3) uint8``.
+
+    ``size``: force the upright output ``(width, height)`` instead of scaling to ``short_side`` (views of one take).
+
+    Raises :class:`VideoError` on a decoding error anywhere in the range read, or if no frame decodes.
+    """
+    # one reformatter for all frames: frame.reformat() builds a new swscale context per call (6x slower, measured);
+    # threads=1: swscale's default (0) scales on every core, and the packing workers already use them all
+    reformatter = VideoReformatter()
+
+    def rgb(frame, coded: tuple[int, int], turns: int) -> np.ndarray:
+        out = reformatter.reformat(frame, width=coded[0], height=coded[1], format="rgb24", threads=1).to_ndarray()
+        return np.ascontiguousarray(np.rot90(out, turns)) if turns else out
+
+    return _resampled(path, fps, short_side, start, count, size, rgb)
+
+
+def iter_video_frames(path: str | Path, fps: float, short_side: int, start: int = 0, count: int | None = None,
+                      size: tuple[int, int] | None = None, yuv: bool = False) -> Iterator:
+    """:func:`iter_frames` as PyAV ``VideoFrame`` s for :meth:`H264Writer.write_frame` (a repeated frame is the same
+    object). ``yuv``: yuv420p frames resized without leaving YUV where the source allows (``_yuv_passthrough``), so
+    x264 takes them with no RGB round trip; else (and always when not ``yuv``) rgb24 frames."""
+    import av
+
+    reformatter = VideoReformatter()
+
+    def convert(frame, coded: tuple[int, int], turns: int):
+        if yuv and _yuv_passthrough(frame, turns):
+            return reformatter.reformat(frame, width=coded[0], height=coded[1], format="yuv420p", threads=1)
+        rgb = reformatter.reformat(frame, width=coded[0], height=coded[1], format="rgb24", threads=1).to_ndarray()
+        # a fresh frame, not swscale's: that one keeps the source's chroma siting, which changes x264's input
+        return av.VideoFrame.from_ndarray(np.ascontiguousarray(np.rot90(rgb, turns)), format="rgb24")
+
+    return _resampled(path, fps, short_side, start, count, size, convert)
 
 
 def read_video(path: str | Path, fps: float, short_side: int, start: int = 0, count: int | None = None,
@@ -261,13 +306,20 @@ class H264Writer:
         }
 
     def write(self, rgb: np.ndarray) -> None:
+        """Encode one ``(H, W, 3) uint8`` RGB frame."""
         import av
 
         if rgb.shape != (self.height, self.width, 3):
             raise VideoError(f"frame shape {rgb.shape} != {(self.height, self.width, 3)}")
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-        # convert with a reused context (the encoder's own conversion costs ~12% more; the bytes are identical)
-        frame = self._reformatter.reformat(frame, width=self.width, height=self.height, format="yuv420p")
+        self.write_frame(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24"))
+
+    def write_frame(self, frame) -> None:
+        """Encode one PyAV ``VideoFrame`` of the writer's size: yuv420p goes to x264 as it is, others are converted."""
+        if (frame.width, frame.height) != (self.width, self.height):
+            raise VideoError(f"frame size {frame.width}x{frame.height} != {self.width}x{self.height}")
+        # convert with a reused context (the encoder's own conversion costs ~12% more; the bytes are identical);
+        # a yuv420p frame comes back as it is (swscale no-op)
+        frame = self._reformatter.reformat(frame, width=self.width, height=self.height, format="yuv420p", threads=1)
         frame.pts, frame.time_base = self.frames, self._time_base
         self._container.mux(self._stream.encode(frame))
         self.frames += 1
