@@ -41,11 +41,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ssl_video.superpixels import kernel
 from ssl_video.superpixels.connectivity import _compact_clusters, _connectivity_merge
 
 ALGOS = ("slic", "slic_fast", "felzenszwalb", "quickshift")
 _FAST_PARAMS = ("n_segments", "compactness", "max_num_iter", "sigma", "enforce_connectivity", "min_size_factor",
-                "max_size_factor", "start_label", "subsample", "downsample", "tol", "device")
+                "max_size_factor", "start_label", "subsample", "downsample", "tol", "device", "backend")
 _BIG = 1e30  # squared distance of a missing (off-grid) candidate centre: never the nearest
 
 
@@ -246,8 +247,11 @@ def _cluster(feats: torch.Tensor, n: int, rows: int, cols: int, layout: tuple, i
 def slic_fast(frames: torch.Tensor, n_segments: int = 100, compactness: float = 10.0, max_num_iter: int = 10,
               sigma: float = 0.0, enforce_connectivity: bool = True, min_size_factor: float = 0.5,
               max_size_factor: float = 3.0, start_label: int = 0, subsample: int = 2,
-              downsample: int = 2, tol: float = 0.02) -> torch.Tensor:
+              downsample: int = 2, tol: float = 0.02, backend: str = "auto") -> torch.Tensor:
     """Batched SLIC superpixels on the frames' device (CPU or CUDA).
+
+    uint8 frames on CPU (``sigma`` 0) go to the C kernel (:mod:`ssl_video.superpixels.kernel`, the same steps one
+    frame at a time) where it was built; everything else, and ``backend="torch"``, to the torch code below.
 
     Args:
         frames: ``(N, H, W, 3)`` or ``(N, 3, H, W)`` RGB, uint8 or float in ``[0, 1]``.
@@ -260,6 +264,7 @@ def slic_fast(frames: torch.Tensor, n_segments: int = 100, compactness: float = 
         downsample: segment the frame averaged over ``f x f`` blocks and give each pixel its block's label, with
             ``f = min(downsample, S // 8)`` (blocks only where a superpixel stays >= 8 blocks wide; 1: off).
         tol: stop iterating once at most this fraction of the sampled pixels changed centre (0: skimage's rule).
+        backend: ``"auto"``, ``"c"`` (the C kernel; an error where it cannot run) or ``"torch"``.
     Returns:
         ``(N, H, W)`` long labels, contiguous ``start_label..start_label+n-1`` per frame.
     """
@@ -269,7 +274,18 @@ def slic_fast(frames: torch.Tensor, n_segments: int = 100, compactness: float = 
         raise ValueError(f"slic_fast needs compactness > 0 and n_segments >= 1, got {compactness}, {n_segments}")
     if start_label not in (0, 1):
         raise ValueError(f"start_label must be 0 or 1, got {start_label}")
+    if backend not in ("auto", "c", "torch"):
+        raise ValueError(f"backend must be auto, c or torch, got {backend!r}")
     rgb = frames if frames.shape[-1] == 3 else frames.permute(0, 2, 3, 1)
+    in_c = frames.device.type == "cpu" and frames.dtype == torch.uint8 and sigma <= 0
+    if backend == "c" and not (in_c and kernel.available()):
+        raise ValueError("slic_fast backend='c' needs uint8 frames on CPU, sigma 0 and the built kernel; here: "
+                         f"{frames.device.type}, {frames.dtype}, sigma {sigma}, {kernel.cpu_kernel()}")
+    if backend != "torch" and in_c and kernel.available():
+        grid_ = grid(rgb.shape[1], rgb.shape[2], n_segments)
+        f = max(1, min(int(downsample), int(grid_[2]) // 8))
+        return kernel.slic_cpu(rgb, grid_, f, compactness, max_num_iter, subsample, tol, enforce_connectivity,
+                               min_size_factor, start_label)
     if sigma > 0:  # skimage smooths the Lab image (reflect padding, truncate 4); smoothing RGB first is close
         from torchvision.transforms.v2.functional import gaussian_blur
 
