@@ -24,15 +24,23 @@ typedef struct {
     float step;
 } Grid;
 
+typedef struct { /* pixels to assign: planar Lab, size, cell size, normalised positions, centre per pixel (out) */
+    const float *lab, *ys, *xs;
+    int h, w, ch, cw;
+    int32_t *cluster;
+} Plane;
+
 typedef struct { /* per-frame scratch, allocated once per call */
     uint8_t *rgb;          /* block-mean frame, h*w*3 */
     float *lab;            /* planar L, a, b: 3*h*w */
     float *ys, *xs;        /* y/step, x/step */
+    float *ys_full, *xs_full; /* positions of the frame's own pixels on the blocks' scale (f > 1) */
     float *centre;         /* k*5: L a b y x */
     double *acc;           /* k*6: sums and count */
     uint8_t *slot;         /* per sampled pixel: its centre's slot 0..8 in its cell */
     uint32_t *best;        /* one cell row's packed distances */
-    int32_t *cluster;      /* h*w: final centre per pixel */
+    int32_t *cluster_low;  /* h*w: each block's centre */
+    int32_t *cluster;      /* H*W: each pixel's centre (= cluster_low when f == 1) */
     int32_t *comp, *stack; /* h*w */
     int32_t *edge_src, *edge_dst; /* 4*h*w */
     int32_t *ccluster, *base, *parent, *stepto, *target; /* per component */
@@ -108,8 +116,8 @@ static void to_lab(const uint8_t *rgb, int n, const float *lin, const float *m, 
 
 /* ---------------------------------------------------------------------------------------------- k-means */
 /* Nearest of the cell's candidate centres for pixels (y, x0..x1 step s) of cell (r, c): slot 0..8 per pixel. */
-static int assign_cell(const Grid *g, const Work *wk, int r, int c, int stride, int store_cluster, uint8_t *slots,
-                       int64_t *moved) {
+static int assign_cell(const Grid *g, const Plane *pl, const Work *wk, int r, int c, int stride, int store_cluster,
+                       uint8_t *slots, int64_t *moved) {
     int cand[9], slot_of[9], nc = 0;
     for (int dr = -1; dr <= 1; dr++)
         for (int dc = -1; dc <= 1; dc++) {
@@ -119,15 +127,15 @@ static int assign_cell(const Grid *g, const Work *wk, int r, int c, int stride, 
                 slot_of[nc++] = (dr + 1) * 3 + (dc + 1);
             }
         }
-    int y0 = r * g->ch, x0 = c * g->cw;
-    int y1 = y0 + g->ch < g->h ? y0 + g->ch : g->h, x1 = x0 + g->cw < g->w ? x0 + g->cw : g->w;
-    int hw = g->h * g->w, count = 0;
-    const float *L = wk->lab, *A = wk->lab + hw, *B = wk->lab + 2 * hw;
+    int y0 = r * pl->ch, x0 = c * pl->cw;
+    int y1 = y0 + pl->ch < pl->h ? y0 + pl->ch : pl->h, x1 = x0 + pl->cw < pl->w ? x0 + pl->cw : pl->w;
+    int hw = pl->h * pl->w, count = 0;
+    const float *L = pl->lab, *A = pl->lab + hw, *B = pl->lab + 2 * hw;
     uint32_t *best = wk->best;
     for (int y = y0; y < y1; y += stride) {
-        int row = y * g->w;
+        int row = y * pl->w;
         for (int x = x0, i = 0; x < x1; x += stride) best[i++] = 0xFFFFFFFFu;
-        float py = wk->ys[y];
+        float py = pl->ys[y];
         for (int j = 0; j < nc; j++) {
             const float *ct = wk->centre + 5 * cand[j];
             float cl = ct[0], ca = ct[1], cb = ct[2], dy = py - ct[3], cx = ct[4], dyy = dy * dy;
@@ -135,7 +143,7 @@ static int assign_cell(const Grid *g, const Work *wk, int r, int c, int stride, 
             int i = 0;
             for (int x = x0; x < x1; x += stride, i++) {
                 int p = row + x;
-                float d0 = L[p] - cl, d1 = A[p] - ca, d2 = B[p] - cb, d4 = wk->xs[x] - cx;
+                float d0 = L[p] - cl, d1 = A[p] - ca, d2 = B[p] - cb, d4 = pl->xs[x] - cx;
                 float d = d0 * d0 + d1 * d1 + d2 * d2 + dyy + d4 * d4;
                 uint32_t bits;
                 memcpy(&bits, &d, 4);
@@ -147,7 +155,7 @@ static int assign_cell(const Grid *g, const Work *wk, int r, int c, int stride, 
         for (int x = x0; x < x1; x += stride, i++) {
             int s = (int)(best[i] & 15u);
             if (store_cluster) {
-                wk->cluster[row + x] = (r + s / 3 - 1) * g->cols + (c + s % 3 - 1);
+                pl->cluster[row + x] = (r + s / 3 - 1) * g->cols + (c + s % 3 - 1);
             } else {
                 if (moved && slots[count] != s) (*moved)++;
                 slots[count++] = (uint8_t)s;
@@ -184,6 +192,7 @@ static void update(const Grid *g, Work *wk, int first) {
 }
 
 static void cluster_frame(const Grid *g, Work *wk, int iters, double tol) {
+    Plane low = {wk->lab, wk->ys, wk->xs, g->h, g->w, g->ch, g->cw, wk->cluster_low};
     /* the torch path counts the padding of cells (weight 0, never moving) in the samples per frame */
     int per_cell = ((g->ch + g->sub - 1) / g->sub) * ((g->cw + g->sub - 1) / g->sub);
     double limit = tol * per_cell * g->k;
@@ -193,12 +202,54 @@ static void cluster_frame(const Grid *g, Work *wk, int iters, double tol) {
         int n = 0;
         for (int r = 0; r < g->rows; r++)
             for (int c = 0; c < g->cols; c++)
-                n += assign_cell(g, wk, r, c, g->sub, 0, wk->slot + n, it > 0 ? &moved : NULL);
+                n += assign_cell(g, &low, wk, r, c, g->sub, 0, wk->slot + n, it > 0 ? &moved : NULL);
         if (it > 0 && (double)moved <= limit) break;
         update(g, wk, 0);
     }
     for (int r = 0; r < g->rows; r++)
-        for (int c = 0; c < g->cols; c++) assign_cell(g, wk, r, c, 1, 1, NULL, NULL);
+        for (int c = 0; c < g->cols; c++) assign_cell(g, &low, wk, r, c, 1, 1, NULL, NULL);
+}
+
+/* f > 1: each pixel takes its block's centre, except in blocks on a boundary of the block map (a 4-neighbour block
+ * with another centre), whose pixels are assigned one by one, in their own colour, among the block cell's 9
+ * candidates: boundaries at the frame's resolution for the cost of the few boundary blocks. */
+static void refine(const Grid *g, Work *wk, const uint8_t *src, int H, int W, int f, const float *lin,
+                   const float *xyz, float scale) {
+    int h = g->h, w = g->w;
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            int b = y * w + x, lab = wk->cluster_low[b];
+            int edge = (x > 0 && wk->cluster_low[b - 1] != lab) || (x < w - 1 && wk->cluster_low[b + 1] != lab) ||
+                       (y > 0 && wk->cluster_low[b - w] != lab) || (y < h - 1 && wk->cluster_low[b + w] != lab);
+            int r = y / g->ch, c = x / g->cw;
+            for (int i = 0; i < f && y * f + i < H; i++)
+                for (int j = 0; j < f && x * f + j < W; j++) {
+                    int Y = y * f + i, X = x * f + j;
+                    size_t p = (size_t)Y * W + X;
+                    if (!edge) {
+                        wk->cluster[p] = lab;
+                        continue;
+                    }
+                    float px[3];
+                    to_lab(src + 3 * p, 1, lin, xyz, scale, px);
+                    uint32_t best = 0xFFFFFFFFu;
+                    for (int dr = -1; dr <= 1; dr++)
+                        for (int dc = -1; dc <= 1; dc++) {
+                            int rr = r + dr, cc = c + dc;
+                            if (rr < 0 || rr >= g->rows || cc < 0 || cc >= g->cols) continue;
+                            const float *ct = wk->centre + 5 * (rr * g->cols + cc);
+                            float d0 = px[0] - ct[0], d1 = px[1] - ct[1], d2 = px[2] - ct[2];
+                            float d3 = wk->ys_full[Y] - ct[3], d4 = wk->xs_full[X] - ct[4];
+                            float d = d0 * d0 + d1 * d1 + d2 * d2 + d3 * d3 + d4 * d4;
+                            uint32_t bits;
+                            memcpy(&bits, &d, 4);
+                            bits = (bits & ~15u) | (uint32_t)((dr + 1) * 3 + dc + 1);
+                            best = bits < best ? bits : best;
+                        }
+                    int s = (int)(best & 15u);
+                    wk->cluster[p] = (r + s / 3 - 1) * g->cols + (c + s % 3 - 1);
+                }
+        }
 }
 
 /* --------------------------------------------------------------------------------------------- connectivity */
@@ -313,15 +364,17 @@ static void *grab(size_t bytes, int *failed) {
 }
 
 static void release(Work *wk) {
-    void *all[] = {wk->rgb, wk->lab, wk->ys, wk->xs, wk->centre, wk->acc, wk->slot, wk->best, wk->cluster, wk->comp,
-                   wk->stack, wk->edge_src, wk->edge_dst, wk->ccluster, wk->base, wk->parent, wk->stepto, wk->target,
-                   wk->sizes, wk->colour, wk->low, wk->small};
+    void *all[] = {wk->rgb,       wk->lab,      wk->ys,       wk->xs,       wk->ys_full, wk->xs_full, wk->centre,
+                   wk->acc,       wk->slot,     wk->best,     wk->cluster_low, wk->comp,   wk->stack,   wk->edge_src,
+                   wk->edge_dst,  wk->ccluster, wk->base,     wk->parent,   wk->stepto,  wk->target,  wk->sizes,
+                   wk->colour,    wk->low,      wk->small};
+    if (wk->cluster != wk->cluster_low) free(wk->cluster); /* f == 1: the same buffer */
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) free(all[i]);
 }
 
-static int allocate(Work *wk, const Grid *g) {
-    size_t hw = (size_t)g->h * g->w, k = (size_t)g->k;
-    size_t cap = hw > k ? hw : k; /* components: at most one per pixel; compact() indexes centres */
+static int allocate(Work *wk, const Grid *g, int H, int W, int f) {
+    size_t hw = (size_t)g->h * g->w, k = (size_t)g->k, HW = (size_t)H * W;
+    size_t cap = HW > k ? HW : k; /* components: at most one per pixel; compact() indexes centres */
     int failed = 0;
     memset(wk, 0, sizeof(*wk));
     wk->rgb = grab(hw * 3, &failed);
@@ -332,11 +385,16 @@ static int allocate(Work *wk, const Grid *g) {
     wk->acc = grab(sizeof(double) * 6 * k, &failed);
     wk->slot = grab(hw, &failed);
     wk->best = grab(sizeof(uint32_t) * (g->cw + 1), &failed);
-    wk->cluster = grab(sizeof(int32_t) * hw, &failed);
-    wk->comp = grab(sizeof(int32_t) * hw, &failed);
-    wk->stack = grab(sizeof(int32_t) * hw, &failed);
-    wk->edge_src = grab(sizeof(int32_t) * 4 * hw, &failed);
-    wk->edge_dst = grab(sizeof(int32_t) * 4 * hw, &failed);
+    wk->cluster_low = grab(sizeof(int32_t) * hw, &failed);
+    wk->cluster = f > 1 ? grab(sizeof(int32_t) * HW, &failed) : wk->cluster_low;
+    wk->comp = grab(sizeof(int32_t) * HW, &failed);
+    wk->stack = grab(sizeof(int32_t) * HW, &failed);
+    wk->edge_src = grab(sizeof(int32_t) * 4 * HW, &failed);
+    wk->edge_dst = grab(sizeof(int32_t) * 4 * HW, &failed);
+    if (f > 1) {
+        wk->ys_full = grab(sizeof(float) * H, &failed);
+        wk->xs_full = grab(sizeof(float) * W, &failed);
+    }
     wk->ccluster = grab(sizeof(int32_t) * cap, &failed);
     wk->base = grab(sizeof(int32_t) * cap, &failed);
     wk->parent = grab(sizeof(int32_t) * cap, &failed);
@@ -358,20 +416,23 @@ typedef struct {
 
 static void run_frames(const uint8_t *frames, int64_t *out, const float *lin, const float *xyz, Grid *g,
                        const Params *pr, Work *wk) {
+    int f = pr->f;
     for (int y = 0; y < g->h; y++) wk->ys[y] = (float)y / g->step;
     for (int x = 0; x < g->w; x++) wk->xs[x] = (float)x / g->step;
+    /* the frame's pixel y sits at (y - (f-1)/2) / f on the blocks' scale */
+    for (int y = 0; f > 1 && y < pr->H; y++) wk->ys_full[y] = (float)((y - (f - 1) / 2.0) / f / g->step);
+    for (int x = 0; f > 1 && x < pr->W; x++) wk->xs_full[x] = (float)((x - (f - 1) / 2.0) / f / g->step);
     size_t hw = (size_t)g->h * g->w, HW = (size_t)pr->H * pr->W;
     for (int i = 0; i < pr->n; i++) {
         const uint8_t *src = frames + (size_t)i * HW * 3;
-        if (pr->f > 1) block_mean(src, pr->H, pr->W, pr->f, wk->rgb, g->h, g->w);
-        to_lab(pr->f > 1 ? wk->rgb : src, (int)hw, lin, xyz, pr->scale, wk->lab);
+        if (f > 1) block_mean(src, pr->H, pr->W, f, wk->rgb, g->h, g->w);
+        to_lab(f > 1 ? wk->rgb : src, (int)hw, lin, xyz, pr->scale, wk->lab);
         cluster_frame(g, wk, pr->iters, pr->tol);
-        if (pr->connect) connectivity(g->h, g->w, wk, pr->min_size);
-        else compact((int)hw, g->k, wk);
+        if (f > 1) refine(g, wk, src, pr->H, pr->W, f, lin, xyz, pr->scale);
+        if (pr->connect) connectivity(pr->H, pr->W, wk, pr->min_size);
+        else compact((int)HW, g->k, wk);
         int64_t *dst = out + (size_t)i * HW;
-        for (int y = 0; y < pr->H; y++)
-            for (int x = 0; x < pr->W; x++)
-                dst[(size_t)y * pr->W + x] = wk->comp[(y / pr->f) * g->w + x / pr->f] + pr->start_label;
+        for (size_t p = 0; p < HW; p++) dst[p] = wk->comp[p] + pr->start_label;
     }
 }
 
@@ -402,7 +463,7 @@ static PyObject *slic(PyObject *self, PyObject *args) {
     g.step = (float)step;
     pr.scale = (float)scale;
     pr.start_label = start_label;
-    if (allocate(&wk, &g)) {
+    if (allocate(&wk, &g, pr.H, pr.W, pr.f)) {
         release(&wk);
         PyErr_NoMemory();
         goto done;
