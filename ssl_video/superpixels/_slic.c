@@ -34,16 +34,15 @@ typedef struct { /* per-frame scratch, allocated once per call */
     uint8_t *rgb;          /* block-mean frame, h*w*3 */
     float *lab;            /* planar L, a, b: 3*h*w */
     float *ys, *xs;        /* y/step, x/step */
-    float *ys_full, *xs_full; /* positions of the frame's own pixels on the blocks' scale (f > 1) */
     float *centre;         /* k*5: L a b y x */
     double *acc;           /* k*6: sums and count */
     uint8_t *slot;         /* per sampled pixel: its centre's slot 0..8 in its cell */
     uint32_t *best;        /* one cell row's packed distances */
-    int32_t *cluster_low;  /* h*w: each block's centre */
-    int32_t *cluster;      /* H*W: each pixel's centre (= cluster_low when f == 1) */
+    int32_t *cluster;      /* h*w: each (block) pixel's centre */
     int32_t *comp, *stack; /* h*w */
     int32_t *edge_src, *edge_dst; /* 4*h*w */
     int32_t *ccluster, *base, *parent, *stepto, *target; /* per component */
+    int32_t *final;        /* per component (or centre without connectivity): its label; wk->comp indexes it */
     int64_t *sizes;
     float *colour;         /* per component: its cluster's L a b */
     double *low;
@@ -80,20 +79,22 @@ static void block_mean(const uint8_t *src, int H, int W, int f, uint8_t *dst, in
             }
 }
 
-/* cube root of t >= 0.008856: a bit-level first guess and two Halley steps in double (cubic convergence: ~1e-12
- * relative), rounded to float; libm's cbrtf was a third of the kernel's time */
+/* cube root of t in [0.008856, ~1] (XYZ / white of sRGB): linear interpolation in a 2^16-interval table, at most ~1
+ * float ulp off (|f''| dt^2 / 8 at the low end), as close as the torch path's exp(log(t) / 3); libm's cbrtf was a
+ * third of the kernel's time */
+#define CBRT_STEPS 65536
+static float cbrt_table[CBRT_STEPS + 2];
+
+static void build_cbrt_table(void) {
+    for (int i = 0; i <= CBRT_STEPS + 1; i++) cbrt_table[i] = (float)cbrt((double)i / CBRT_STEPS);
+}
+
 static inline float cube_root(float t) {
-    uint32_t bits;
-    memcpy(&bits, &t, 4);
-    bits = bits / 3 + 709921077u;
-    float guess;
-    memcpy(&guess, &bits, 4);
-    double x = t, y = guess;
-    for (int i = 0; i < 2; i++) {
-        double y3 = y * y * y;
-        y = y * (y3 + 2.0 * x) / (2.0 * y3 + x);
-    }
-    return (float)y;
+    float u = t * (float)CBRT_STEPS;
+    int i = (int)u;
+    i = i < CBRT_STEPS ? i : CBRT_STEPS; /* t a hair above 1 (rounding): extrapolate from the last interval */
+    float frac = u - (float)i;
+    return cbrt_table[i] + frac * (cbrt_table[i + 1] - cbrt_table[i]);
 }
 
 static void to_lab(const uint8_t *rgb, int n, const float *lin, const float *m, float scale, float *lab) {
@@ -192,7 +193,7 @@ static void update(const Grid *g, Work *wk, int first) {
 }
 
 static void cluster_frame(const Grid *g, Work *wk, int iters, double tol) {
-    Plane low = {wk->lab, wk->ys, wk->xs, g->h, g->w, g->ch, g->cw, wk->cluster_low};
+    Plane low = {wk->lab, wk->ys, wk->xs, g->h, g->w, g->ch, g->cw, wk->cluster};
     /* the torch path counts the padding of cells (weight 0, never moving) in the samples per frame */
     int per_cell = ((g->ch + g->sub - 1) / g->sub) * ((g->cw + g->sub - 1) / g->sub);
     double limit = tol * per_cell * g->k;
@@ -210,71 +211,47 @@ static void cluster_frame(const Grid *g, Work *wk, int iters, double tol) {
         for (int c = 0; c < g->cols; c++) assign_cell(g, &low, wk, r, c, 1, 1, NULL, NULL);
 }
 
-/* f > 1: each pixel takes its block's centre, except in blocks on a boundary of the block map (a 4-neighbour block
- * with another centre), whose pixels are assigned one by one, in their own colour, among the block cell's 9
- * candidates: boundaries at the frame's resolution for the cost of the few boundary blocks. */
-static void refine(const Grid *g, Work *wk, const uint8_t *src, int H, int W, int f, const float *lin,
-                   const float *xyz, float scale) {
-    int h = g->h, w = g->w;
-    for (int y = 0; y < h; y++)
-        for (int x = 0; x < w; x++) {
-            int b = y * w + x, lab = wk->cluster_low[b];
-            int edge = (x > 0 && wk->cluster_low[b - 1] != lab) || (x < w - 1 && wk->cluster_low[b + 1] != lab) ||
-                       (y > 0 && wk->cluster_low[b - w] != lab) || (y < h - 1 && wk->cluster_low[b + w] != lab);
-            int r = y / g->ch, c = x / g->cw;
-            for (int i = 0; i < f && y * f + i < H; i++)
-                for (int j = 0; j < f && x * f + j < W; j++) {
-                    int Y = y * f + i, X = x * f + j;
-                    size_t p = (size_t)Y * W + X;
-                    if (!edge) {
-                        wk->cluster[p] = lab;
-                        continue;
-                    }
-                    float px[3];
-                    to_lab(src + 3 * p, 1, lin, xyz, scale, px);
-                    uint32_t best = 0xFFFFFFFFu;
-                    for (int dr = -1; dr <= 1; dr++)
-                        for (int dc = -1; dc <= 1; dc++) {
-                            int rr = r + dr, cc = c + dc;
-                            if (rr < 0 || rr >= g->rows || cc < 0 || cc >= g->cols) continue;
-                            const float *ct = wk->centre + 5 * (rr * g->cols + cc);
-                            float d0 = px[0] - ct[0], d1 = px[1] - ct[1], d2 = px[2] - ct[2];
-                            float d3 = wk->ys_full[Y] - ct[3], d4 = wk->xs_full[X] - ct[4];
-                            float d = d0 * d0 + d1 * d1 + d2 * d2 + d3 * d3 + d4 * d4;
-                            uint32_t bits;
-                            memcpy(&bits, &d, 4);
-                            bits = (bits & ~15u) | (uint32_t)((dr + 1) * 3 + dc + 1);
-                            best = bits < best ? bits : best;
-                        }
-                    int s = (int)(best & 15u);
-                    wk->cluster[p] = (r + s / 3 - 1) * g->cols + (c + s % 3 - 1);
-                }
-        }
+/* --------------------------------------------------------------------------------------------- connectivity */
+static inline int32_t find_root(int32_t *uf, int32_t a) {
+    while (uf[a] != a) a = uf[a] = uf[uf[a]]; /* path halving */
+    return a;
 }
 
-/* --------------------------------------------------------------------------------------------- connectivity */
-/* 4-connected components of wk->cluster, numbered by first pixel in raster order. Returns their count. */
+/* 4-connected components of wk->cluster (h x w), numbered by first pixel in raster order, into wk->comp; each one's
+ * cluster into wk->ccluster. One raster scan with union-find over provisional labels, then one relabelling pass.
+ * Returns their count. */
 static int components(int h, int w, Work *wk) {
-    int hw = h * w, num = 0;
-    for (int i = 0; i < hw; i++) wk->comp[i] = -1;
-    for (int start = 0; start < hw; start++) {
-        if (wk->comp[start] >= 0) continue;
-        int lab = wk->cluster[start], top = 0;
-        wk->comp[start] = num;
-        wk->stack[top++] = start;
-        while (top) {
-            int p = wk->stack[--top], y = p / w, x = p - y * w;
-            int nb[4] = {x > 0 ? p - 1 : -1, x < w - 1 ? p + 1 : -1, y > 0 ? p - w : -1, y < h - 1 ? p + w : -1};
-            for (int j = 0; j < 4; j++) {
-                int q = nb[j];
-                if (q >= 0 && wk->comp[q] < 0 && wk->cluster[q] == lab) {
-                    wk->comp[q] = num;
-                    wk->stack[top++] = q;
-                }
+    const int32_t *map = wk->cluster;
+    int32_t *comp = wk->comp, *uf = wk->stack, *first = wk->parent, *rank = wk->target;
+    int next = 0;
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            int p = y * w + x, lab = map[p];
+            int left = x > 0 && map[p - 1] == lab ? comp[p - 1] : -1;
+            int up = y > 0 && map[p - w] == lab ? comp[p - w] : -1;
+            if (left < 0 && up < 0) {
+                uf[next] = next;
+                first[next] = lab;
+                comp[p] = next++;
+            } else if (left >= 0 && up >= 0 && left != up) {
+                int32_t a = find_root(uf, left), b = find_root(uf, up);
+                if (a < b) uf[b] = a; /* the smaller label (the earlier first pixel) stays the root */
+                else uf[a] = b;
+                comp[p] = a < b ? a : b;
+            } else {
+                comp[p] = left >= 0 ? left : up;
             }
         }
-        wk->ccluster[num++] = lab;
+    int num = 0; /* links only point to smaller labels: one pass in label order resolves every label */
+    for (int i = 0; i < next; i++) {
+        if (uf[i] == i) { /* roots in label order = components in order of their first pixel */
+            wk->ccluster[num] = first[i];
+            rank[i] = num++;
+        } else {
+            rank[i] = rank[uf[i]];
+        }
     }
+    for (int p = 0; p < h * w; p++) comp[p] = rank[comp[p]];
     return num;
 }
 
@@ -345,7 +322,7 @@ static void connectivity(int h, int w, Work *wk, int min_size) {
     }
     int rank = 0; /* roots numbered in id order = raster order of their first pixel */
     for (int c = 0; c < num; c++) wk->stepto[c] = wk->parent[c] == c ? rank++ : -1;
-    for (int i = 0; i < hw; i++) wk->comp[i] = wk->stepto[wk->parent[wk->comp[i]]];
+    for (int c = 0; c < num; c++) wk->final[c] = wk->stepto[wk->parent[c]];
 }
 
 /* Without connectivity: the used centre ids renumbered 0..n-1 in id order. */
@@ -353,7 +330,8 @@ static void compact(int hw, int k, Work *wk) {
     for (int i = 0; i < k; i++) wk->stepto[i] = 0;
     for (int i = 0; i < hw; i++) wk->stepto[wk->cluster[i]] = 1;
     for (int i = 0, rank = 0; i < k; i++) wk->stepto[i] = wk->stepto[i] ? rank++ : -1;
-    for (int i = 0; i < hw; i++) wk->comp[i] = wk->stepto[wk->cluster[i]];
+    for (int i = 0; i < hw; i++) wk->comp[i] = wk->cluster[i];
+    for (int i = 0; i < k; i++) wk->final[i] = wk->stepto[i];
 }
 
 /* ------------------------------------------------------------------------------------------------ driver */
@@ -364,17 +342,16 @@ static void *grab(size_t bytes, int *failed) {
 }
 
 static void release(Work *wk) {
-    void *all[] = {wk->rgb,       wk->lab,      wk->ys,       wk->xs,       wk->ys_full, wk->xs_full, wk->centre,
-                   wk->acc,       wk->slot,     wk->best,     wk->cluster_low, wk->comp,   wk->stack,   wk->edge_src,
-                   wk->edge_dst,  wk->ccluster, wk->base,     wk->parent,   wk->stepto,  wk->target,  wk->sizes,
-                   wk->colour,    wk->low,      wk->small};
-    if (wk->cluster != wk->cluster_low) free(wk->cluster); /* f == 1: the same buffer */
+    void *all[] = {wk->rgb,    wk->lab,      wk->ys,   wk->xs,     wk->centre, wk->acc,    wk->slot,
+                   wk->best,   wk->cluster,  wk->comp, wk->stack,  wk->edge_src, wk->edge_dst, wk->ccluster,
+                   wk->base,   wk->parent,   wk->stepto, wk->target, wk->sizes, wk->colour, wk->low,
+                   wk->small,  wk->final};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) free(all[i]);
 }
 
-static int allocate(Work *wk, const Grid *g, int H, int W, int f) {
-    size_t hw = (size_t)g->h * g->w, k = (size_t)g->k, HW = (size_t)H * W;
-    size_t cap = HW > k ? HW : k; /* components: at most one per pixel; compact() indexes centres */
+static int allocate(Work *wk, const Grid *g) {
+    size_t hw = (size_t)g->h * g->w, k = (size_t)g->k;
+    size_t cap = hw > k ? hw : k; /* components: at most one per pixel; compact() indexes centres */
     int failed = 0;
     memset(wk, 0, sizeof(*wk));
     wk->rgb = grab(hw * 3, &failed);
@@ -385,21 +362,17 @@ static int allocate(Work *wk, const Grid *g, int H, int W, int f) {
     wk->acc = grab(sizeof(double) * 6 * k, &failed);
     wk->slot = grab(hw, &failed);
     wk->best = grab(sizeof(uint32_t) * (g->cw + 1), &failed);
-    wk->cluster_low = grab(sizeof(int32_t) * hw, &failed);
-    wk->cluster = f > 1 ? grab(sizeof(int32_t) * HW, &failed) : wk->cluster_low;
-    wk->comp = grab(sizeof(int32_t) * HW, &failed);
-    wk->stack = grab(sizeof(int32_t) * HW, &failed);
-    wk->edge_src = grab(sizeof(int32_t) * 4 * HW, &failed);
-    wk->edge_dst = grab(sizeof(int32_t) * 4 * HW, &failed);
-    if (f > 1) {
-        wk->ys_full = grab(sizeof(float) * H, &failed);
-        wk->xs_full = grab(sizeof(float) * W, &failed);
-    }
+    wk->cluster = grab(sizeof(int32_t) * hw, &failed);
+    wk->comp = grab(sizeof(int32_t) * hw, &failed);
+    wk->stack = grab(sizeof(int32_t) * hw, &failed);
+    wk->edge_src = grab(sizeof(int32_t) * 4 * hw, &failed);
+    wk->edge_dst = grab(sizeof(int32_t) * 4 * hw, &failed);
     wk->ccluster = grab(sizeof(int32_t) * cap, &failed);
     wk->base = grab(sizeof(int32_t) * cap, &failed);
     wk->parent = grab(sizeof(int32_t) * cap, &failed);
     wk->stepto = grab(sizeof(int32_t) * cap, &failed);
     wk->target = grab(sizeof(int32_t) * cap, &failed);
+    wk->final = grab(sizeof(int32_t) * cap, &failed);
     wk->sizes = grab(sizeof(int64_t) * cap, &failed);
     wk->colour = grab(sizeof(float) * 3 * cap, &failed);
     wk->low = grab(sizeof(double) * cap, &failed);
@@ -419,20 +392,26 @@ static void run_frames(const uint8_t *frames, int64_t *out, const float *lin, co
     int f = pr->f;
     for (int y = 0; y < g->h; y++) wk->ys[y] = (float)y / g->step;
     for (int x = 0; x < g->w; x++) wk->xs[x] = (float)x / g->step;
-    /* the frame's pixel y sits at (y - (f-1)/2) / f on the blocks' scale */
-    for (int y = 0; f > 1 && y < pr->H; y++) wk->ys_full[y] = (float)((y - (f - 1) / 2.0) / f / g->step);
-    for (int x = 0; f > 1 && x < pr->W; x++) wk->xs_full[x] = (float)((x - (f - 1) / 2.0) / f / g->step);
     size_t hw = (size_t)g->h * g->w, HW = (size_t)pr->H * pr->W;
     for (int i = 0; i < pr->n; i++) {
         const uint8_t *src = frames + (size_t)i * HW * 3;
         if (f > 1) block_mean(src, pr->H, pr->W, f, wk->rgb, g->h, g->w);
         to_lab(f > 1 ? wk->rgb : src, (int)hw, lin, xyz, pr->scale, wk->lab);
         cluster_frame(g, wk, pr->iters, pr->tol);
-        if (f > 1) refine(g, wk, src, pr->H, pr->W, f, lin, xyz, pr->scale);
-        if (pr->connect) connectivity(pr->H, pr->W, wk, pr->min_size);
-        else compact((int)HW, g->k, wk);
+        if (pr->connect) connectivity(g->h, g->w, wk, pr->min_size);
+        else compact((int)hw, g->k, wk);
         int64_t *dst = out + (size_t)i * HW;
-        for (size_t p = 0; p < HW; p++) dst[p] = wk->comp[p] + pr->start_label;
+        for (int y = 0; y < pr->H; y++) { /* each pixel takes its block's label */
+            const int32_t *row = wk->comp + (size_t)(y / f) * g->w;
+            int64_t *line = dst + (size_t)y * pr->W;
+            if (f == 1) {
+                for (int x = 0; x < pr->W; x++) line[x] = wk->final[row[x]] + pr->start_label;
+            } else if (y % f) {
+                memcpy(line, line - pr->W, sizeof(int64_t) * pr->W); /* the row above, same blocks */
+            } else {
+                for (int x = 0; x < pr->W; x++) line[x] = wk->final[row[x / f]] + pr->start_label;
+            }
+        }
     }
 }
 
@@ -463,7 +442,7 @@ static PyObject *slic(PyObject *self, PyObject *args) {
     g.step = (float)step;
     pr.scale = (float)scale;
     pr.start_label = start_label;
-    if (allocate(&wk, &g, pr.H, pr.W, pr.f)) {
+    if (allocate(&wk, &g)) {
         release(&wk);
         PyErr_NoMemory();
         goto done;
@@ -490,4 +469,7 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_slic", "slic_fast's CPU kernel (C).", -1, methods};
 
-PyMODINIT_FUNC PyInit__slic(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__slic(void) {
+    build_cbrt_table();
+    return PyModule_Create(&module);
+}

@@ -45,7 +45,7 @@ def slic_cpu(rgb: torch.Tensor, grid: tuple[int, int, float], f: int, compactnes
     out = torch.empty(n, height, width, dtype=torch.long)
     lin = np.ascontiguousarray(_srgb_table("cpu").numpy(), dtype=np.float32)
     xyz = np.ascontiguousarray(_xyz_matrix("cpu").numpy(), dtype=np.float32)
-    min_size = int(min_size_factor * height * width / (rows * cols))
+    min_size = int(min_size_factor * h * w / (rows * cols))
     _slic.slic(frames, out.numpy(), lin, xyz, n, height, width, rows, cols, f, h, w, full_step / f,
                1.0 / compactness, int(iters), int(subsample), float(tol), int(connect), min_size, int(start_label))
     return out

@@ -113,23 +113,21 @@ def grid(height: int, width: int, n_segments: int) -> tuple[int, int, float]:
 
 
 @functools.lru_cache(maxsize=32)
-def _layout(h: int, w: int, rows: int, cols: int, step: float, frames: int, device: torch.device,
-            cell: tuple[int, int] | None = None, shift: float = 0.0,
-            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _layout(h: int, w: int, rows: int, cols: int, step: float, frames: int,
+            device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-shape constants, cached (building them was a third of a single frame's time). Pixels are laid out by
     grid cell (``K = rows * cols`` blocks of ``P`` pixels, the frame padded to whole cells):
     ``(K, 3, P)`` each pixel's ``[y / step, x / step, weight]`` (weight 0 on padding);
     ``(frames*K, 9)`` the centres a cell's pixels are compared with (its own and the 8 neighbouring cells': SLIC's
     2S x 2S window around centres that stay near their cell), numbered over the batch with ``K+1`` per frame (``K``:
-    off the grid); ``(frames*K, 9)`` the same numbered within the frame; ``(1, 9, P)`` the one-hot of the own cell.
-    ``cell``: the cell size (default: the frame split into whole cells); positions are ``(y - shift) / step``."""
-    ch, cw = cell or (-(-h // rows), -(-w // cols))
+    off the grid); ``(frames*K, 9)`` the same numbered within the frame; ``(1, 9, P)`` the one-hot of the own cell."""
+    ch, cw = -(-h // rows), -(-w // cols)
     k = rows * cols
     y = torch.arange(rows * ch, device=device).view(rows, ch, 1, 1).expand(-1, -1, cols, cw)
     x = torch.arange(cols * cw, device=device).view(1, 1, cols, cw).expand(rows, ch, -1, -1)
     yx = torch.stack([y, x]).permute(1, 3, 0, 2, 4).reshape(k, 2, ch * cw).float()  # (K, 2, P) by cell
     weight = ((yx[:, :1] < h) & (yx[:, 1:] < w)).float()
-    pos = torch.cat([(yx - shift) / step if shift else yx / step, torch.ones_like(weight)], 1) * weight
+    pos = torch.cat([yx / step, torch.ones_like(weight)], 1) * weight
     idx = torch.arange(k, device=device, dtype=torch.float32).view(1, 1, rows, cols)
     local = F.unfold(F.pad(idx, (1, 1, 1, 1), value=float(k)), 3).view(9, k).T.contiguous().long()  # (K, 9)
     batched = (local + torch.arange(frames, device=device).view(-1, 1, 1) * (k + 1)).reshape(frames * k, 9)
@@ -137,14 +135,13 @@ def _layout(h: int, w: int, rows: int, cols: int, step: float, frames: int, devi
     return pos, batched, local.repeat(frames, 1), first
 
 
-def _features(rgb: torch.Tensor, compactness: float, rows: int, cols: int, step: float,
-              cell: tuple[int, int] | None = None, shift: float = 0.0) -> torch.Tensor:
+def _features(rgb: torch.Tensor, compactness: float, rows: int, cols: int, step: float) -> torch.Tensor:
     """``(N*K, 7, P)``: per grid cell and pixel [L/m, a/m, b/m, y/S, x/S, weight, |.|^2] of ``rgb``
-    ``(N, H, W, 3)``, which is padded to whole cells with pixels of no weight (``cell``, ``shift``: :func:`_layout`)."""
+    ``(N, H, W, 3)``, which is padded to whole cells with pixels of no weight."""
     n, h, w, _ = rgb.shape
-    ch, cw = cell or (-(-h // rows), -(-w // cols))
+    ch, cw = -(-h // rows), -(-w // cols)
     k, p = rows * cols, ch * cw
-    pos = _layout(h, w, rows, cols, step, n, rgb.device, (ch, cw), shift)[0]
+    pos = _layout(h, w, rows, cols, step, n, rgb.device)[0]
     rgb = F.pad(rgb.permute(0, 3, 1, 2), (0, cols * cw - w, 0, rows * ch - h))  # (N, 3, Hp, Wp), cheap in uint8
     planar = rgb.reshape(n, 3, rows, ch, cols, cw).permute(0, 2, 4, 1, 3, 5).reshape(n * k, 3, p)
     out = torch.empty(n, k, 7, p, device=rgb.device)
@@ -299,7 +296,6 @@ def slic_fast(frames: torch.Tensor, n_segments: int = 100, compactness: float = 
     n, full_h, full_w, _ = rgb.shape
     rows, cols, full_step = grid(full_h, full_w, n_segments)
     f = max(1, min(int(downsample), int(full_step) // 8))
-    full_rgb = rgb
     if f > 1:
         rgb = _block_mean(rgb, f)
     n, h, w, _ = rgb.shape
@@ -309,38 +305,10 @@ def slic_fast(frames: torch.Tensor, n_segments: int = 100, compactness: float = 
     layout = _layout(h, w, rows, cols, step, n, feats.device)
     assign, centres = _cluster(feats, n, rows, cols, layout, max_num_iter, (ch, cw), subsample, tol)
     labels = assign.view(n, rows, cols, ch, cw).permute(0, 1, 3, 2, 4).reshape(n, rows * ch, cols * cw)[:, :h, :w]
-    if f > 1:
-        labels = _refine(full_rgb, labels, centres, compactness, rows, cols, (ch, cw), f, step)
     if not enforce_connectivity:
-        return _compact_clusters(labels, rows * cols) + start_label
-    out = _connectivity_merge(labels, centres, int(min_size_factor * full_h * full_w / (rows * cols)))
-    return out.add_(start_label) if start_label else out
-
-
-def _refine(rgb: torch.Tensor, blocks: torch.Tensor, centres: torch.Tensor, compactness: float, rows: int,
-            cols: int, cell: tuple[int, int], f: int, step: float) -> torch.Tensor:
-    """Labels ``(N, H, W)`` of the frames ``rgb`` from the ``f x f`` block map ``blocks`` ``(N, h, w)``: each pixel
-    takes its block's centre, except in blocks on a boundary of the map (a 4-neighbour block with another centre),
-    whose pixels take the nearest, in their own colour, of the block cell's 9 candidate ``centres``: boundaries at
-    the frame's resolution. (Computed for every pixel here, used on boundary blocks only; the C kernel computes
-    only those.)"""
-    n, h, w, _ = rgb.shape
-    ch, cw = cell[0] * f, cell[1] * f
-    feats = _features(rgb, compactness, rows, cols, step * f, (ch, cw), (f - 1) / 2)
-    _, table, local, _ = _layout(h, w, rows, cols, step * f, n, rgb.device, (ch, cw), (f - 1) / 2)
-    k, b = rows * cols, feats.shape[0]
-    holder = _Centres(n, k, b, table.view(-1), rgb.device)
-    holder.values = centres
-    slot = torch.arange(9, dtype=torch.int32, device=rgb.device).view(1, 9, 1)
-    near = _nearest(feats, holder.candidates(), torch.empty(b, 9, feats.shape[-1], device=rgb.device), slot)
-    own = local.gather(1, (near & 15).long()).view(n, rows, cols, ch, cw).permute(0, 1, 3, 2, 4)
-    own = own.reshape(n, rows * ch, cols * cw)[:, :h, :w]
-    edge = torch.zeros_like(blocks, dtype=torch.bool)
-    for dim in (1, 2):  # a block differs from its neighbour along y, then x
-        differs = blocks.narrow(dim, 1, blocks.shape[dim] - 1) != blocks.narrow(dim, 0, blocks.shape[dim] - 1)
-        edge.narrow(dim, 1, blocks.shape[dim] - 1).logical_or_(differs)
-        edge.narrow(dim, 0, blocks.shape[dim] - 1).logical_or_(differs)
-    return torch.where(_upsample(edge, f, h, w), own, _upsample(blocks, f, h, w))
+        return _upsample(_compact_clusters(labels, rows * cols) + start_label, f, full_h, full_w)
+    out = _connectivity_merge(labels, centres, int(min_size_factor * h * w / (rows * cols)))
+    return _upsample(out.add_(start_label) if start_label else out, f, full_h, full_w)
 
 
 def _block_mean(rgb: torch.Tensor, f: int) -> torch.Tensor:
