@@ -92,7 +92,8 @@ def test_fast_slic_is_optional(monkeypatch):
                                               ((3, 64, 48, 3), 1), ((2, 33, 97, 3), 7)])
 def test_odd_shapes_give_contiguous_labels(shape, n_segments):
     x = torch.randint(0, 256, shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    for kw in ({}, {"enforce_connectivity": False}, {"sigma": 1.0}, {"downsample": 1, "subsample": 1, "tol": 0.0}):
+    for kw in ({}, {"enforce_connectivity": False}, {"sigma": 1.0}, {"downsample": 1, "subsample": 1, "tol": 0.0},
+               {"backend": "torch"}, {"backend": "torch", "enforce_connectivity": False}):
         out = seg.slic_fast(x, n_segments=n_segments, **kw)
         assert out.shape == shape[:3]
         for frame in out:
