@@ -5,7 +5,7 @@
  * Steps per frame, each the same as the torch path's (docs/superpixels.md):
  *   f x f block mean (uint8, rounded) -> Lab / compactness (tables from Python: the same constants) -> grid-cell
  *   centres from every `subsample`-th pixel of each cell -> k-means passes over the sampled pixels, each pixel against
- *   its own and the 8 neighbouring cells' centres, distance d_lab^2 + d_xy^2 (already scaled), argmin with the slot in
+ *   its own and the 8 neighbouring cells' centres, L1 distance |d_lab| + |d_xy| (already scaled), argmin with the slot in
  *   the float's low 4 bits (ties to the lower slot, as the torch path), stop once <= tol of the samples changed centre
  *   -> assignment of every pixel -> 4-connected components, those under min_size merged into the larger neighbour
  *   closest in cluster colour (the roots' own), round by round (all small components at once, as the vectorised torch code)
@@ -139,13 +139,13 @@ static int assign_cell(const Grid *g, const Plane *pl, const Work *wk, int r, in
         float py = pl->ys[y];
         for (int j = 0; j < nc; j++) {
             const float *ct = wk->centre + 5 * cand[j];
-            float cl = ct[0], ca = ct[1], cb = ct[2], dy = py - ct[3], cx = ct[4], dyy = dy * dy;
+            float cl = ct[0], ca = ct[1], cb = ct[2], dy = fabsf(py - ct[3]), cx = ct[4];
             uint32_t tag = (uint32_t)slot_of[j];
             int i = 0;
             for (int x = x0; x < x1; x += stride, i++) {
                 int p = row + x;
-                float d0 = L[p] - cl, d1 = A[p] - ca, d2 = B[p] - cb, d4 = pl->xs[x] - cx;
-                float d = d0 * d0 + d1 * d1 + d2 * d2 + dyy + d4 * d4;
+                /* L1, summed in the torch path's order: |dL| + |da| + |db| + |dy| + |dx| */
+                float d = fabsf(L[p] - cl) + fabsf(A[p] - ca) + fabsf(B[p] - cb) + dy + fabsf(pl->xs[x] - cx);
                 uint32_t bits;
                 memcpy(&bits, &d, 4);
                 bits = (bits & ~15u) | tag;
