@@ -271,7 +271,7 @@ static int merge_round(Work *wk, int num, int edges) {
         kept = 1;
         float d0 = wk->colour[3 * ra] - wk->colour[3 * rb], d1 = wk->colour[3 * ra + 1] - wk->colour[3 * rb + 1];
         float d2 = wk->colour[3 * ra + 2] - wk->colour[3 * rb + 2];
-        double score = (double)(d0 * d0 + d1 * d1 + d2 * d2);
+        double score = (double)(fabsf(d0) + fabsf(d1) + fabsf(d2)); /* L1, as the pixel distance */
         if (score < wk->low[ra] || (score == wk->low[ra] && rb > wk->target[ra])) {
             wk->low[ra] = score;
             wk->target[ra] = rb;

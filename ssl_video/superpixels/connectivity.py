@@ -87,7 +87,7 @@ def _merge_small(comp: torch.Tensor, min_size: int, colour: torch.Tensor | None 
             score = -key[rb].double()
         else:  # the roots' own colours, not the merged groups' means: exact ties (pieces of one cluster) stay exact,
             # so the order by id decides them, as it does in the C kernel whose float sums round differently
-            score = ((colour[ra] - colour[rb]) ** 2).sum(-1).double()
+            score = (colour[ra] - colour[rb]).abs().sum(-1).double()  # L1, as slic_fast's distance
         low = torch.full((num,), float("inf"), dtype=torch.float64, device=dev).scatter_reduce_(
             0, ra, score, reduce="amin")
         target = torch.full((num,), -1, dtype=torch.long, device=dev).scatter_reduce_(
