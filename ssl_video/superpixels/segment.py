@@ -289,13 +289,8 @@ def slic_fast(frames: torch.Tensor, n_segments: int = 100, compactness: float = 
         f = max(1, min(int(downsample), int(grid_[2]) // 8))
         return kernel.slic_cpu(rgb, grid_, f, compactness, max_num_iter, subsample, tol, enforce_connectivity,
                                min_size_factor, start_label)
-    if sigma > 0:  # skimage smooths the Lab image (reflect padding, truncate 4); smoothing RGB first is close
-        from torchvision.transforms.v2.functional import gaussian_blur
-
-        k = 2 * min(int(4 * sigma + 0.5), min(rgb.shape[1:3]) - 1) + 1  # reflect padding needs k//2 < size
-        was_uint8 = rgb.dtype == torch.uint8
-        rgb = gaussian_blur(rgb.permute(0, 3, 1, 2).float() / (255.0 if was_uint8 else 1.0), [k, k], [sigma, sigma])
-        rgb = rgb.permute(0, 2, 3, 1)
+    if sigma > 0:
+        rgb = _smooth(rgb, sigma)
     n, full_h, full_w, _ = rgb.shape
     rows, cols, full_step = grid(full_h, full_w, n_segments)
     f = max(1, min(int(downsample), int(full_step) // 8))
@@ -312,6 +307,16 @@ def slic_fast(frames: torch.Tensor, n_segments: int = 100, compactness: float = 
         return _upsample(_compact_clusters(labels, rows * cols) + start_label, f, full_h, full_w)
     out = _connectivity_merge(labels, centres, int(min_size_factor * h * w / (rows * cols)))
     return _upsample(out.add_(start_label) if start_label else out, f, full_h, full_w)
+
+
+def _smooth(rgb: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian-smoothed ``(N, H, W, 3)`` frames as float in ``[0, 1]``. skimage smooths the Lab image (reflect
+    padding, truncate 4); smoothing RGB first is close."""
+    from torchvision.transforms.v2.functional import gaussian_blur
+
+    k = 2 * min(int(4 * sigma + 0.5), min(rgb.shape[1:3]) - 1) + 1  # reflect padding needs k//2 < size
+    scale = 255.0 if rgb.dtype == torch.uint8 else 1.0
+    return gaussian_blur(rgb.permute(0, 3, 1, 2).float() / scale, [k, k], [sigma, sigma]).permute(0, 2, 3, 1)
 
 
 def _block_mean(rgb: torch.Tensor, f: int) -> torch.Tensor:
