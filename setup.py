@@ -2,16 +2,28 @@
 
 import atexit
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
 
 HERE = Path(__file__).resolve().parent
 # setuptools writes build/ and *.egg-info beside setup.py by default: build in a fresh temporary folder instead, so
 # `pip install .` / `pip wheel .` leave the source tree as it was and never ship stale files from an earlier build
 OUT_OF_TREE = Path(tempfile.mkdtemp(prefix="ssl-video-build-"))
 atexit.register(shutil.rmtree, OUT_OF_TREE, ignore_errors=True)
+
+# slic_fast's CPU kernel (plain C, CPython API + buffer protocol: no numpy headers needed to build). optional: where it
+# does not compile the install still succeeds and slic_fast runs its torch path on CPU
+# (ssl_video.superpixels.segment.cpu_kernel() says which and why). No fused multiply-add: the kernel must round as the
+# torch path does
+SLIC_KERNEL = Extension(
+    "ssl_video.superpixels._slic",
+    sources=["ssl_video/superpixels/_slic.c"],
+    extra_compile_args=[] if sys.platform == "win32" else ["-O3", "-ffp-contract=off"],
+    optional=True,
+)
 
 setup(
     name="ssl-video",
@@ -24,6 +36,7 @@ setup(
     packages=find_packages(include=["ssl_video", "ssl_video.*"]),
     # the YAML configs are package data: an installed ssl-video composes configs without a checkout
     package_data={"ssl_video": ["configs/*.yaml", "configs/*/*.yaml"]},
+    ext_modules=[SLIC_KERNEL],
     install_requires=[
         "torch>=2.4",
         "torchvision>=0.19",

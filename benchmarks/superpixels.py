@@ -4,7 +4,8 @@
 
 Frames: every video in ``--clips`` decoded, ``--per-clip`` frames spread over each, resized to 256 short side and
 centre-cropped to 256x256 (DAVIS-style). Speed: frames/s per core from this process's CPU time with one torch
-thread (skimage and fast-slic run single-threaded too), for slic_fast on single frames and on batches of ``--batch``,
+thread (skimage and fast-slic run single-threaded too), for slic_fast on single frames and on batches of ``--batch``
+(its C kernel where built, else its torch path: printed first, so a missing kernel is never a silent slowdown),
 fast-slic (``fast_slic.avx2.SlicAvx2`` where the CPU has AVX2, else ``fast_slic.Slic``; optional: ``pip install
 cython && pip install --no-build-isolation fast-slic``, extra ``bench``) and skimage; the algorithms are timed in
 interleaved rounds (so machine load hits them alike) and each figure is the median over ``--rounds`` with the spread.
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ssl_video.superpixels.kernel import cpu_kernel
 from ssl_video.superpixels.segment import segment, slic_fast
 
 PRESETS = ((10, 30.0), (30, 30.0), (50, 30.0), (64, 10.0))
@@ -162,6 +164,7 @@ def main() -> None:
     frames = np.load(source) if args.frames_npy else real_frames(args.clips, args.per_clip)
     print(f"{len(frames)} real frames 256x256 from {source}; CPU time, 1 thread, median [min-max] of "
           f"{args.rounds} interleaved rounds; min_size_factor {MIN_SIZE} for all")
+    print(f"slic_fast on CPU runs: {cpu_kernel()}")
     if fast_slic_class() is None:
         print("fast-slic not installed (pip install cython && pip install --no-build-isolation fast-slic): skipped")
     comp, masks = (None, None) if args.no_quality else composite(frames)

@@ -48,8 +48,9 @@ def _merge_small(comp: torch.Tensor, min_size: int, colour: torch.Tensor | None 
 
     Returns the map ``(num_components,)`` from each component to the one it ends up in.
 
-    The neighbour is the one closest in ``colour`` ``(num_components, C)`` (the largest one without colour), among
-    neighbours larger than the component (ties by id): a strict order, so merges never form a cycle.
+    The neighbour is the one whose root is closest in ``colour`` ``(num_components, C)`` (the root's own colour: it
+    is the largest member of its group) or the largest one without colour, among neighbours larger than the
+    component (ties by id): a strict order, so merges never form a cycle.
     """
     dev = comp.device
     num = int(comp.max()) + 1
@@ -61,9 +62,6 @@ def _merge_small(comp: torch.Tensor, min_size: int, colour: torch.Tensor | None 
     small0 = base < min_size
     if not bool(small0.any()):
         return parent
-    col_sum = None
-    if colour is not None:  # colour sums, so that a merged component's colour is its size-weighted mean
-        col_sum = colour.float() * base[:, None]
     src, dst = [], []
     _, h, w = comp.shape
     x_edge = (comp[:, :, :-1] != comp[:, :, 1:]).view(-1).nonzero().squeeze(1)  # index in the (N, H, W-1) layout
@@ -85,11 +83,11 @@ def _merge_small(comp: torch.Tensor, min_size: int, colour: torch.Tensor | None 
         ra, rb = ra[keep], rb[keep]
         if ra.numel() == 0:
             break  # the small components left have no larger neighbour (e.g. the whole frame)
-        if col_sum is None:
+        if colour is None:
             score = -key[rb].double()
-        else:
-            mean = torch.zeros_like(col_sum).index_add_(0, parent, col_sum) / sizes.clamp_min(1)[:, None]
-            score = ((mean[ra] - mean[rb]) ** 2).sum(-1).double()
+        else:  # the roots' own colours, not the merged groups' means: exact ties (pieces of one cluster) stay exact,
+            # so the order by id decides them, as it does in the C kernel whose float sums round differently
+            score = (colour[ra] - colour[rb]).abs().sum(-1).double()  # L1, as slic_fast's distance
         low = torch.full((num,), float("inf"), dtype=torch.float64, device=dev).scatter_reduce_(
             0, ra, score, reduce="amin")
         target = torch.full((num,), -1, dtype=torch.long, device=dev).scatter_reduce_(

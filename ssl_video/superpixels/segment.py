@@ -20,11 +20,15 @@ measured by ``benchmarks/superpixels.py`` (docs/superpixels.md):
   final assignment of every pixel (of the block-averaged frame);
 - the iterations stop once at most ``tol`` (default 2%) of those pixels changed centre (skimage: none; ``tol=0``);
 - small components (< ``min_size_factor`` x mean size) merge into the neighbour (larger than them) whose cluster colour
-  is closest, repeatedly until none is left (skimage merges once into the previously scanned neighbour); skimage's
+  is closest (a merged group keeps its root's colour: exact ties stay exact whatever the float rounding), repeatedly
+  until none is left (skimage merges once into the previously scanned neighbour); skimage's
   splitting of components above ``max_size`` (a buffer limit of its breadth-first search) is not reproduced, so
   ``max_size_factor`` is accepted and ignored;
 - ``sigma`` smooths the RGB frame (skimage smooths the Lab image).
-Speed: pixels are laid out by grid cell so that one ``bmm`` gives every pixel's distance to its 9 candidates, the
+On CPU, uint8 frames go to a C kernel (:mod:`ssl_video.superpixels.kernel`, ``_slic.c``) running these same steps
+one frame at a time (same labels up to float ties, tested); the torch code below serves CUDA, float input, ``sigma``
+and CPUs where the kernel was not built (:func:`~ssl_video.superpixels.kernel.cpu_kernel` says which runs).
+Torch speed: pixels are laid out by grid cell so that one ``bmm`` gives every pixel's distance to its 9 candidates, the
 argmin is one integer ``amin`` (slot in the low bits of the float), the update one ``bmm`` + ``index_add_``; tables
 that depend only on the shape are cached (:func:`_layout`) and each iteration is ~25 tensor calls whatever the batch,
 since a single frame on one CPU core is bound by the per-call overhead.
@@ -41,12 +45,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ssl_video.superpixels import kernel
 from ssl_video.superpixels.connectivity import _compact_clusters, _connectivity_merge
 
 ALGOS = ("slic", "slic_fast", "felzenszwalb", "quickshift")
 _FAST_PARAMS = ("n_segments", "compactness", "max_num_iter", "sigma", "enforce_connectivity", "min_size_factor",
-                "max_size_factor", "start_label", "subsample", "downsample", "tol", "device")
-_BIG = 1e30  # squared distance of a missing (off-grid) candidate centre: never the nearest
+                "max_size_factor", "start_label", "subsample", "downsample", "tol", "device", "backend")
+_BIG = 1e30  # every coordinate of a missing (off-grid) candidate centre: never the nearest
 
 
 def relabel_contiguous(labels: np.ndarray) -> np.ndarray:
@@ -135,7 +140,7 @@ def _layout(h: int, w: int, rows: int, cols: int, step: float, frames: int,
 
 
 def _features(rgb: torch.Tensor, compactness: float, rows: int, cols: int, step: float) -> torch.Tensor:
-    """``(N*K, 7, P)``: per grid cell and pixel [L/m, a/m, b/m, y/S, x/S, weight, |.|^2] of ``rgb``
+    """``(N*K, 6, P)``: per grid cell and pixel [L/m, a/m, b/m, y/S, x/S, weight] of ``rgb``
     ``(N, H, W, 3)``, which is padded to whole cells with pixels of no weight."""
     n, h, w, _ = rgb.shape
     ch, cw = -(-h // rows), -(-w // cols)
@@ -143,20 +148,21 @@ def _features(rgb: torch.Tensor, compactness: float, rows: int, cols: int, step:
     pos = _layout(h, w, rows, cols, step, n, rgb.device)[0]
     rgb = F.pad(rgb.permute(0, 3, 1, 2), (0, cols * cw - w, 0, rows * ch - h))  # (N, 3, Hp, Wp), cheap in uint8
     planar = rgb.reshape(n, 3, rows, ch, cols, cw).permute(0, 2, 4, 1, 3, 5).reshape(n * k, 3, p)
-    out = torch.empty(n, k, 7, p, device=rgb.device)
-    _lab_into(planar, out.view(n * k, 7, p), 1.0 / compactness)  # black padding: Lab 0 (and no weight)
+    out = torch.empty(n, k, 6, p, device=rgb.device)
+    _lab_into(planar, out.view(n * k, 6, p), 1.0 / compactness)  # black padding: Lab 0 (and no weight)
     out[:, :, 3:6] = pos
-    out = out.view(n * k, 7, p)
-    torch.sum(out[:, :5].square(), 1, out=out[:, 6])
+    out = out.view(n * k, 6, p)
     return out
 
 
 def _nearest(feats: torch.Tensor, cand: torch.Tensor, dist: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
-    """Per pixel of ``feats`` ``(B, 7, P)``, its squared distance to the nearest of its cell's 9 candidates ``cand``
-    ``(B, 9, 7)`` ([-2c, |c|^2, 1]), with the candidate's slot 0..8 in the low 4 bits of the float, ``(B, P)``."""
-    torch.bmm(cand, feats, out=dist)  # |c|^2 - 2 p.c + |p|^2 = squared SLIC distance, (B, 9, P)
-    # argmin over 9 as one integer min: non-negative floats order like their bits; the slot goes in the low bits.
-    # Only a distance that is 0 up to rounding can come out negative, and it is then the nearest (or a tie) anyway
+    """Per pixel of ``feats`` ``(B, 6, P)``, its L1 distance ``|d_lab| / m + |d_xy| / S`` to the nearest of its cell's
+    9 candidates ``cand`` ``(B, 9, 5)``, with the candidate's slot 0..8 in the low 4 bits of the float, ``(B, P)``.
+    Padding pixels (weight 0) get distance 0 to every candidate: slot 0, whatever the centres do."""
+    diff = torch.sub(feats[:, None, :5], cand[:, :, :, None]).abs_()  # (B, 9, 5, P)
+    torch.sum(diff, 2, out=dist)  # summed over the 5 features in order, as the C kernel
+    dist.mul_(feats[:, None, 5])
+    # argmin over 9 as one integer min: non-negative floats order like their bits; the slot goes in the low bits
     bits = dist.view(torch.int32)
     bits.bitwise_and_(~15).bitwise_or_(slot)
     return bits.amin(1)
@@ -164,18 +170,17 @@ def _nearest(feats: torch.Tensor, cand: torch.Tensor, dist: torch.Tensor, slot: 
 
 class _Centres:
     """The ``K`` centres of ``n`` frames, ``(n, K, 5)`` (colour first), with the buffers that update them from the
-    pixels' assignments and lay them out as each block's 4 candidates ``[-2c, |c|^2, 1]``, allocated once per call:
+    pixels' assignments and lay them out as each block's 9 candidates, allocated once per call:
     each SLIC iteration is ~20 tensor operations whatever the frame count (a single frame is overhead-bound)."""
 
     def __init__(self, n: int, k: int, blocks: int, dest: torch.Tensor, device: torch.device):
         self.n, self.k, self.dest = n, k, dest
-        self.table = torch.zeros(n, k + 1, 7, device=device)  # row K: off-grid, never nearest
-        self.table[:, k, 5] = _BIG
-        self.table[..., 6] = 1.0
-        self.flat_table = self.table.view(-1, 7)
-        self.neg2, self.square = self.table[:, :k, :5], self.table[:, :k, 5]  # views made once: each costs a call
-        self.cand = torch.empty(blocks, 9, 7, device=device)
-        self.cand_flat = self.cand.view(-1, 7)
+        self.table = torch.zeros(n, k + 1, 5, device=device)  # row K: off-grid, never nearest
+        self.table[:, k] = _BIG
+        self.flat_table = self.table.view(-1, 5)
+        self.own = self.table[:, :k]  # a view made once: each costs a call
+        self.cand = torch.empty(blocks, 9, 5, device=device)
+        self.cand_flat = self.cand.view(-1, 5)
         self.part = torch.empty(blocks, 9, 6, device=device)
         self.part_flat = self.part.view(-1, 6)
         self.acc = torch.empty(n * (k + 1), 6, device=device)
@@ -192,9 +197,8 @@ class _Centres:
         self.values = torch.where(keep, self.total / self.count.clamp_min(1e-6), self.values)
 
     def candidates(self) -> torch.Tensor:
-        """``(B, 9, 7)`` each cell's candidates for :func:`_nearest`."""
-        torch.mul(self.values, -2.0, out=self.neg2)
-        torch.sum(self.values.square(), -1, out=self.square)
+        """``(B, 9, 5)`` each cell's candidate centres for :func:`_nearest`."""
+        self.own.copy_(self.values)
         torch.index_select(self.flat_table, 0, self.dest, out=self.cand_flat)
         return self.cand
 
@@ -204,7 +208,7 @@ def _cluster(feats: torch.Tensor, n: int, rows: int, cols: int, layout: tuple, i
     """SLIC k-means on cell blocks: each pixel's centre ``(B, P)`` (numbered ``0..K-1`` per frame) and the
     centres ``(N, K, 5)`` (colour first).
 
-    ``feats`` ``(B, 7, P)`` from :func:`_features`, ``layout`` from :func:`_layout`. The iterations use every
+    ``feats`` ``(B, 6, P)`` from :func:`_features`, ``layout`` from :func:`_layout`. The iterations use every
     ``subsample``-th pixel of a block in y and x; the labels come from a final assignment of every pixel. A frame
     stops once at most a fraction ``tol`` of its pixels changed centre (0: none, as skimage); its centres then stay
     as they are, so that a frame's result does not depend on the batch it came in.
@@ -212,7 +216,7 @@ def _cluster(feats: torch.Tensor, n: int, rows: int, cols: int, layout: tuple, i
     b, _, p = feats.shape
     dev = feats.device
     _, table, local, first = layout
-    sub = feats.view(b, 7, *cell)[:, :, ::subsample, ::subsample].reshape(b, 7, -1) if subsample > 1 else feats
+    sub = feats.view(b, 6, *cell)[:, :, ::subsample, ::subsample].reshape(b, 6, -1) if subsample > 1 else feats
     sub_t = sub[:, :6].transpose(1, 2).contiguous()  # (B, P', 6): bmm with a contiguous right side is ~1.5x faster
     centres = _Centres(n, rows * cols, b, table.view(-1), dev)
     centres.update(first[:, :, :sub.shape[-1]].expand(b, -1, -1), sub_t, None)  # first pass: the grid cells
@@ -246,8 +250,11 @@ def _cluster(feats: torch.Tensor, n: int, rows: int, cols: int, layout: tuple, i
 def slic_fast(frames: torch.Tensor, n_segments: int = 100, compactness: float = 10.0, max_num_iter: int = 10,
               sigma: float = 0.0, enforce_connectivity: bool = True, min_size_factor: float = 0.5,
               max_size_factor: float = 3.0, start_label: int = 0, subsample: int = 2,
-              downsample: int = 2, tol: float = 0.02) -> torch.Tensor:
+              downsample: int = 2, tol: float = 0.02, backend: str = "auto") -> torch.Tensor:
     """Batched SLIC superpixels on the frames' device (CPU or CUDA).
+
+    uint8 frames on CPU (``sigma`` 0) go to the C kernel (:mod:`ssl_video.superpixels.kernel`, the same steps one
+    frame at a time) where it was built; everything else, and ``backend="torch"``, to the torch code below.
 
     Args:
         frames: ``(N, H, W, 3)`` or ``(N, 3, H, W)`` RGB, uint8 or float in ``[0, 1]``.
@@ -260,6 +267,7 @@ def slic_fast(frames: torch.Tensor, n_segments: int = 100, compactness: float = 
         downsample: segment the frame averaged over ``f x f`` blocks and give each pixel its block's label, with
             ``f = min(downsample, S // 8)`` (blocks only where a superpixel stays >= 8 blocks wide; 1: off).
         tol: stop iterating once at most this fraction of the sampled pixels changed centre (0: skimage's rule).
+        backend: ``"auto"``, ``"c"`` (the C kernel; an error where it cannot run) or ``"torch"``.
     Returns:
         ``(N, H, W)`` long labels, contiguous ``start_label..start_label+n-1`` per frame.
     """
@@ -269,14 +277,20 @@ def slic_fast(frames: torch.Tensor, n_segments: int = 100, compactness: float = 
         raise ValueError(f"slic_fast needs compactness > 0 and n_segments >= 1, got {compactness}, {n_segments}")
     if start_label not in (0, 1):
         raise ValueError(f"start_label must be 0 or 1, got {start_label}")
+    if backend not in ("auto", "c", "torch"):
+        raise ValueError(f"backend must be auto, c or torch, got {backend!r}")
     rgb = frames if frames.shape[-1] == 3 else frames.permute(0, 2, 3, 1)
-    if sigma > 0:  # skimage smooths the Lab image (reflect padding, truncate 4); smoothing RGB first is close
-        from torchvision.transforms.v2.functional import gaussian_blur
-
-        k = 2 * min(int(4 * sigma + 0.5), min(rgb.shape[1:3]) - 1) + 1  # reflect padding needs k//2 < size
-        was_uint8 = rgb.dtype == torch.uint8
-        rgb = gaussian_blur(rgb.permute(0, 3, 1, 2).float() / (255.0 if was_uint8 else 1.0), [k, k], [sigma, sigma])
-        rgb = rgb.permute(0, 2, 3, 1)
+    in_c = frames.device.type == "cpu" and frames.dtype == torch.uint8 and sigma <= 0
+    if backend == "c" and not (in_c and kernel.available()):
+        raise ValueError("slic_fast backend='c' needs uint8 frames on CPU, sigma 0 and the built kernel; here: "
+                         f"{frames.device.type}, {frames.dtype}, sigma {sigma}, {kernel.cpu_kernel()}")
+    if backend != "torch" and in_c and kernel.available():
+        grid_ = grid(rgb.shape[1], rgb.shape[2], n_segments)
+        f = max(1, min(int(downsample), int(grid_[2]) // 8))
+        return kernel.slic_cpu(rgb, grid_, f, compactness, max_num_iter, subsample, tol, enforce_connectivity,
+                               min_size_factor, start_label)
+    if sigma > 0:
+        rgb = _smooth(rgb, sigma)
     n, full_h, full_w, _ = rgb.shape
     rows, cols, full_step = grid(full_h, full_w, n_segments)
     f = max(1, min(int(downsample), int(full_step) // 8))
@@ -293,6 +307,16 @@ def slic_fast(frames: torch.Tensor, n_segments: int = 100, compactness: float = 
         return _upsample(_compact_clusters(labels, rows * cols) + start_label, f, full_h, full_w)
     out = _connectivity_merge(labels, centres, int(min_size_factor * h * w / (rows * cols)))
     return _upsample(out.add_(start_label) if start_label else out, f, full_h, full_w)
+
+
+def _smooth(rgb: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian-smoothed ``(N, H, W, 3)`` frames as float in ``[0, 1]``. skimage smooths the Lab image (reflect
+    padding, truncate 4); smoothing RGB first is close."""
+    from torchvision.transforms.v2.functional import gaussian_blur
+
+    k = 2 * min(int(4 * sigma + 0.5), min(rgb.shape[1:3]) - 1) + 1  # reflect padding needs k//2 < size
+    scale = 255.0 if rgb.dtype == torch.uint8 else 1.0
+    return gaussian_blur(rgb.permute(0, 3, 1, 2).float() / scale, [k, k], [sigma, sigma]).permute(0, 2, 3, 1)
 
 
 def _block_mean(rgb: torch.Tensor, f: int) -> torch.Tensor:

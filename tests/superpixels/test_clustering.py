@@ -36,7 +36,7 @@ def test_assignment_is_the_nearest_of_the_nine_neighbouring_centres_and_centres_
     layout = seg._layout(h, w, rows, cols, step, 1, feats.device)
     assign, centres = seg._cluster(feats, 1, rows, cols, layout, 60, (ch, cw), subsample=1, tol=0.0)
     labels = assign.view(rows, cols, ch, cw).permute(0, 2, 1, 3).reshape(rows * ch, cols * cw)[:h, :w].numpy()
-    # independent: Lab from the tested rgb_to_lab, float64 distances, each pixel against its 3x3 cells' centres
+    # independent: Lab from the tested rgb_to_lab, float64 L1 distances, each pixel against its 3x3 cells' centres
     lab = seg.rgb_to_lab(rgb[0]).double().numpy() / m
     yy, xx = np.mgrid[:h, :w]
     feat = np.concatenate([lab, yy[..., None] / step, xx[..., None] / step], -1)
@@ -49,7 +49,7 @@ def test_assignment_is_the_nearest_of_the_nine_neighbouring_centres_and_centres_
             rr, qq = r + dr, q + dc
             ok = (rr >= 0) & (rr < rows) & (qq >= 0) & (qq < cols)
             k = np.where(ok, rr * cols + qq, 0)
-            d = np.where(ok, ((feat - c[k]) ** 2).sum(-1), np.inf)
+            d = np.where(ok, np.abs(feat - c[k]).sum(-1), np.inf)  # L1
             ref = np.where(d < best, k, ref)
             best = np.minimum(d, best)
     assert (labels == ref).mean() > 0.998  # float32 vs float64 may flip near-ties only
@@ -92,7 +92,8 @@ def test_fast_slic_is_optional(monkeypatch):
                                               ((3, 64, 48, 3), 1), ((2, 33, 97, 3), 7)])
 def test_odd_shapes_give_contiguous_labels(shape, n_segments):
     x = torch.randint(0, 256, shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    for kw in ({}, {"enforce_connectivity": False}, {"sigma": 1.0}, {"downsample": 1, "subsample": 1, "tol": 0.0}):
+    for kw in ({}, {"enforce_connectivity": False}, {"sigma": 1.0}, {"downsample": 1, "subsample": 1, "tol": 0.0},
+               {"backend": "torch"}, {"backend": "torch", "enforce_connectivity": False}):
         out = seg.slic_fast(x, n_segments=n_segments, **kw)
         assert out.shape == shape[:3]
         for frame in out:

@@ -95,17 +95,19 @@ def test_channels_first_and_batch_agree():
     assert torch.equal(a[1:], single)  # frames of a batch are segmented independently
 
 
-def test_connectivity_is_enforced_and_labels_contiguous():
+@pytest.mark.parametrize("backend", ["auto", "torch"])  # auto: the C kernel where built
+def test_connectivity_is_enforced_and_labels_contiguous(backend):
     rng = np.random.default_rng(1)
     frames = rng.integers(0, 256, (3, 64, 80, 3), dtype=np.uint8)  # noise: raw SLIC clusters are fragmented
-    labels = slic_fast(torch.from_numpy(frames), n_segments=40, compactness=1.0).numpy()
+    labels = slic_fast(torch.from_numpy(frames), n_segments=40, compactness=1.0, backend=backend).numpy()
     for lab in labels:
         n = lab.max() + 1
         assert set(np.unique(lab)) == set(range(n))
         for k in range(n):
             assert ndimage.label(lab == k)[1] == 1  # 4-connected: one component per label
         assert np.bincount(lab.ravel()).min() >= int(0.5 * lab.size / 40) // 2  # small pieces were merged
-    raw = slic_fast(torch.from_numpy(frames), n_segments=40, compactness=1.0, enforce_connectivity=False).numpy()
+    raw = slic_fast(torch.from_numpy(frames), n_segments=40, compactness=1.0, enforce_connectivity=False,
+                    backend=backend).numpy()
     assert any(ndimage.label(raw[0] == k)[1] > 1 for k in range(raw[0].max() + 1))  # the test can fail
     assert all(set(np.unique(lab)) == set(range(lab.max() + 1)) for lab in raw)  # contiguous without merging too
 
@@ -173,6 +175,6 @@ def test_vectorised_connectivity_path_gives_the_same_labels(monkeypatch):
 
     img, _ = _regions(64, 80)
     frames = torch.from_numpy(np.stack([img, img[::-1].copy()]))
-    ref = slic_fast(frames, n_segments=30, compactness=2.0)
+    ref = slic_fast(frames, n_segments=30, compactness=2.0, backend="torch")
     monkeypatch.setattr(conn, "_components_cpu", conn._components_torch)  # the path CUDA takes
-    assert torch.equal(sp.slic_fast(frames, n_segments=30, compactness=2.0), ref)
+    assert torch.equal(sp.slic_fast(frames, n_segments=30, compactness=2.0, backend="torch"), ref)
