@@ -17,9 +17,12 @@ $(STAMP): setup.py
 demo: $(STAMP)
 	$(PY) tools/demo.py
 
+# Two pytest workers: much of the suite waits (subprocess start-up, SLURM scheduling, gloo rendezvous) rather than
+# computes; the SLURM tests share one xdist group, so one cluster runs at a time, in one worker.
+TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup tests
 
 # The quick subset for development (goal < 2 min on 2 idle cores); `make test` runs everything. Left out: tests marked
 # slow / dist / slurm / gpu, the SLURM integration folder, and by name the heaviest unmarked kinds (measured at

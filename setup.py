@@ -54,7 +54,7 @@ setup(
         "pytorchvideo==0.1.5",
     ],
     extras_require={
-        "dev": ["pytest>=8", "pytest-timeout", "ruff", "torchcodec>=0.17"],
+        "dev": ["pytest>=8", "pytest-timeout", "pytest-xdist>=3", "ruff", "torchcodec>=0.17"],
         "torchcodec": ["torchcodec>=0.17"],  # data.decoder=torchcodec / gpu (NVDEC); needs FFmpeg's shared libraries
         # the superpixel benchmark's peer; fast-slic builds from source and needs cython installed first:
         # pip install cython && pip install --no-build-isolation fast-slic

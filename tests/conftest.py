@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs 2 workers on 2 cores: one thread each, subprocesses too
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_VIDEOS = REPO.parent / "shared" / "data" / "videos"
@@ -29,6 +34,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("gpu") is not None and not has_cuda:  # not keywords: they hold path parts
             item.add_marker(skip_gpu)
+        if item.get_closest_marker("slurm") is not None:  # one test cluster at a time (fixed ports): one xdist worker
+            item.add_marker(pytest.mark.xdist_group("slurm"))
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -3,10 +3,13 @@ job names, job folders, config errors, and a --local run through submitit."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -22,6 +25,20 @@ def _submit(*args, timeout=300):
     )
 
 
+def _submit_here(*args) -> SimpleNamespace:
+    """``ssl_video.launch.main`` in this process (what launch/submit.py runs; its own test starts the script): the
+    dry runs and the config errors, without a Python start-up each."""
+    from ssl_video import launch
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = launch.main(list(args))
+        except SystemExit as exc:
+            code = exc.code
+    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+
+
 def test_dry_run_prints_the_sbatch_script():
     proc = _submit("--nodes", "2", "--method", "walk_superpixel", "--gpus-per-node", "4", "--partition", "gpu",
                    "--time", "120", "--dry-run")  # fmt: skip
@@ -35,7 +52,7 @@ def test_dry_run_prints_the_sbatch_script():
 
 
 def _sbatch_lines(*args) -> list[str]:
-    proc = _submit(*args, "--dry-run")
+    proc = _submit_here(*args, "--dry-run")
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.splitlines()
 
@@ -83,13 +100,13 @@ def test_sbatch_paths_are_absolute(tmp_path):
 
 @pytest.mark.parametrize("name", ["a\n#SBATCH --wrap=rm", "x; rm -rf /", "two words", "", "$(id)"])
 def test_bad_job_names_are_one_line(name):
-    proc = _submit("--method", "moco", "--name", name, "--dry-run")
+    proc = _submit_here("--method", "moco", "--name", name, "--dry-run")
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and proc.stderr.startswith("error: job name")
 
 
 def test_bad_override_is_one_line():
-    proc = _submit("--method", "walk_superpixel", "--dry-run", "train.stepz=3")
+    proc = _submit_here("--method", "walk_superpixel", "--dry-run", "train.stepz=3")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == ["error: unknown config key 'train.stepz' (did you mean 'train.steps'?)"]
 

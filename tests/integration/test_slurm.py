@@ -17,7 +17,7 @@ from ssl_video import checkpoint as ckpt
 from tests.integration.slurm_cluster import SlurmCluster, available
 
 REPO = Path(__file__).resolve().parents[2]
-pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.timeout(3000)]  # steps take 30 s on a loaded machine
+pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.timeout(1800)]  # steps take 30 s on a loaded machine
 
 
 @pytest.fixture(scope="module")
@@ -54,11 +54,11 @@ def _submit(cluster, shards: Path, out: Path, steps: int, ckpt_every: int, worke
     return re.search(r"submitted job (\d+)", proc.stdout).group(1)
 
 
-def _wait(cluster, job_id: str, until, timeout: float = 1500) -> None:
+def _wait(cluster, job_id: str, until, timeout: float = 900) -> None:
     cluster.wait_for(until, timeout, what=f"job {job_id} (state {cluster.job_state(job_id)!r})")
 
 
-def _wait_while_queued(cluster, out: Path, job_id: str, until, timeout: float = 1500) -> None:
+def _wait_while_queued(cluster, out: Path, job_id: str, until, timeout: float = 900) -> None:
     """Like :func:`_wait`, but the job leaving the queue first is a failure at once (with its rank-0 log's end)."""
 
     def done() -> bool:
