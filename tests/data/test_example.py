@@ -18,6 +18,8 @@ from ssl_video.data.label_maps import read_rows
 from ssl_video.data.loader import check_data_config, make_example, plain_config, shard_list
 from ssl_video.normalise import normalise
 
+pytestmark = pytest.mark.xdist_group("two_algo_shards")  # its module-scoped shard set is built once, in one worker
+
 
 def _cfg(root, *extra):
     return plain_config(load_config(["method=walk_superpixel", f"data.root={root}", "data.crop_size=64", *extra]).data)
