@@ -12,6 +12,9 @@ probe's own ``train_probe`` / ``predict``, centre windows, no augmentation) with
 - ``pixels:<side>``: no network: each frame average-pooled to ``side``² and flattened (3 side² numbers), the
   baseline that says how much of the task the raw pixel layout already solves.
 
+``--centre`` subtracts each clip's mean feature over its frames before the probe: the take's static scene, which
+the probe can memorise instead of the actor's motion, is removed (transductive over a clip: a diagnostic only).
+
 BN protocols: ``stored`` (the backbone's running statistics, what the probe uses) and ``precise`` (re-estimated on
 the probe's training frames, :func:`ssl_video.eval.common.recompute_bn_stats`). Prints one line per
 (encoder, bn, probe seed) and writes them as JSON lines to ``--out``.
@@ -68,15 +71,19 @@ def build_encoder(spec: str) -> nn.Module:
 
 
 @contextlib.contextmanager
-def cached_features():
+def cached_features(centre: bool = False):
     """Within the block, the probe's feature cache (``online_action._Features``) is built once per (backbone, clips):
-    many probe seeds then cost one backbone pass over the frames, not one per seed and split."""
+    many probe seeds then cost one backbone pass over the frames, not one per seed and split. ``centre``: each
+    clip's features minus their mean over the clip (the static scene removed; a diagnostic, not an online probe)."""
     original, memo = oa._Features, {}
 
     def make(probe, clips, frozen, device, batch=64, cache=True):
         key = (id(probe.backbone), id(clips), frozen, cache)
         if key not in memo:
             memo[key] = original(probe, clips, frozen, device, batch, cache)
+            if centre:
+                for i, f in memo[key].frames.items():
+                    memo[key].frames[i] = f - f.mean(0)
         feats = memo[key]
         feats.probe = probe  # the head of this probe; the backbone (and so the cached features) is the same
         return feats
@@ -99,7 +106,7 @@ def precise_bn(encoder: nn.Module, clips: list[oa.Clip], chunk: int = 64) -> int
 
 def feature_stats(probe: oa.Probe, clips: list[oa.Clip]) -> dict:
     """Spread of the cached per-frame features: mean per-dimension std, and the share of variance in the top 5 PCs."""
-    feats = oa._Features(probe, clips, True, torch.device("cpu"))
+    feats = oa._Features(probe, clips, True, torch.device("cpu"))  # the cached (and centred) features
     x = torch.cat(list(feats.frames.values()))
     x = x - x.mean(0)
     sv = torch.linalg.svdvals(x) ** 2
@@ -113,7 +120,7 @@ def evaluate(spec: str, bn: str, train: list[oa.Clip], test: list[oa.Clip], num_
             return []
         precise_bn(encoder, train)
     rows = []
-    with cached_features():
+    with cached_features(args.centre):
         rows = _probes(spec, bn, encoder, train, test, num_classes, args)
     return rows
 
@@ -127,7 +134,8 @@ def _probes(spec, bn, encoder, train, test, num_classes, args) -> list[dict]:
         start = time.process_time()
         losses, _ = oa.train_probe(probe, train, cfg, torch.device("cpu"), show_progress=False)
         res = oa.metrics(*oa.predict(probe, test, cfg, torch.device("cpu")), num_classes)
-        row = {"encoder": spec, "bn": bn, "probe_seed": seed, "accuracy": round(100 * res["accuracy"], 2),
+        row = {"encoder": spec, "bn": bn, "centre": args.centre, "probe_seed": seed,
+               "accuracy": round(100 * res["accuracy"], 2),
                "mean_per_class": round(100 * res["balanced_accuracy"], 2),
                "final_loss": round(sum(losses[-10:]) / 10, 4), "cpu_s": round(time.process_time() - start, 1)}
         if seed == args.probe_seeds[0]:
@@ -149,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--milestones", nargs="+", type=int, default=[45, 90])
     p.add_argument("--test-split", default="test")
+    p.add_argument("--centre", action="store_true", help="subtract each clip's mean feature (the static scene)")
     p.add_argument("--out", help="append the rows as JSON lines here")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
