@@ -24,6 +24,8 @@ the jobs instead. Run the same command again once the jobs are done to collect t
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import re
 import shlex
 import subprocess
@@ -138,11 +140,19 @@ def _data_root(exp: dict, scale: dict, row: str, args, out: Path) -> Path:
     pack = exp["rows"][row].get("pack")
     if args.scale == "paper":
         return Path(args.data) / pack if pack else Path(args.data)
+    overrides = [*scale["pack"], *(exp.get("packs", {}).get(pack, []) if pack else [])]
+    name = pack_name(scale["synthetic"], pack, overrides)
     if args.list:  # the cells' commands without preparing their data (tests, listings)
-        return out / "data" / "packs" / f"{scale['synthetic']}_{pack or 'takes'}"
+        return out / "data" / "packs" / name
     source = synthetic_set(out, SYNTHETIC_KIND[exp["name"]], scale["synthetic"])
-    preset = exp.get("packs", {}).get(pack, []) if pack else []
-    return packed(out, f"{scale['synthetic']}_{pack or 'takes'}", source, [*scale["pack"], *preset], args)
+    return packed(out, name, source, overrides, args)
+
+
+def pack_name(synthetic: str, pack: str | None, overrides: list[str]) -> str:
+    """``<synthetic>_<pack>-<hash of the pack overrides>``: a pack is reused only for the same settings (e.g. the cpu
+    scale's split ratios), never silently stale after the config changed."""
+    digest = hashlib.sha1(json.dumps(overrides).encode()).hexdigest()[:8]
+    return f"{synthetic}_{pack or 'takes'}-{digest}"
 
 
 def _cell(exp: dict, scale: dict, row: str, column: str | None, seed: int, folder: Path, args, out: Path) -> Cell:

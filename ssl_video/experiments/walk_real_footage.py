@@ -137,11 +137,14 @@ def train_run(label: str, method: str, seed: int, budget_s: float, deadline: flo
         row = {"run": label, "method": method, "seed": seed, "step": step, "train_s": round(train_s, 1),
                "loss": float(np.mean(losses[-50:])) if losses else None,
                "walk_acc": float(np.mean(accs[-50:])) if accs else None, "final": final}
+        if batch is not None:
+            row.update(node_stats(model, batch))
         row.update(evaluate(model.backbone, roots, device))
         results.add(row)
         model.train()
 
     use_amp = device.type == "cuda"
+    batch = None
     while step < args.max_steps and time.time() < end:
         t0 = time.time()
         batch = sample_batch(rng, videos, sps if method != "walk_patch" else None, args.batch_size, args.clip_len,
@@ -169,6 +172,23 @@ def train_run(label: str, method: str, seed: int, budget_s: float, deadline: flo
             report(False)
     if step not in evals:
         report(True)
+
+
+@torch.no_grad()
+def node_stats(model, batch: dict) -> dict[str, float]:
+    """Node embeddings of a batch (eval mode): ``node_cos`` the mean cosine between two different nodes of a frame
+    (1: collapsed, all nodes alike; the walk cannot tell them apart) and ``nodes`` per frame (walk chance = 1/nodes)."""
+    clips = batch["clips"][:, 0]
+    q, mask = model.embed(batch, clips, model.choose_patches(clips.shape[0], clips.device))
+    q, mask = q.flatten(0, 1).float(), mask.flatten(0, 1)
+    sims = []
+    for qi, mi in zip(q, mask):
+        n = int(mi.sum())
+        if n > 1:
+            g = qi[mi] @ qi[mi].T
+            sims.append(float((g.sum() - g.diagonal().sum()) / (n * (n - 1))))
+    nodes = round(float(mask.sum(1).float().mean()), 1)
+    return {"node_cos": round(float(np.mean(sims)), 4) if sims else None, "nodes": nodes}
 
 
 def _slic30(video: np.ndarray, n_segments: int) -> np.ndarray:

@@ -199,3 +199,24 @@ def test_smoke_scale_runs_every_row_end_to_end(table, tmp_path, capsys):
     stamps = {p: p.stat().st_mtime_ns for p in results}
     assert reproduce.main([table, "--scale", "smoke", "--out", str(tmp_path)]) == 0
     assert {p: p.stat().st_mtime_ns for p in results} == stamps  # resumed: nothing recomputed
+
+
+def test_a_pack_is_reused_only_for_the_same_pack_settings():
+    half = ["pack.kind=takes", "pack.split_ratios=[0.5,0,0.5]"]
+    default = ["pack.kind=takes"]
+    assert reproduce.pack_name("medium", None, half) == reproduce.pack_name("medium", None, list(half))
+    assert reproduce.pack_name("medium", None, half) != reproduce.pack_name("medium", None, default)
+    assert reproduce.pack_name("medium", "slic30", half) != reproduce.pack_name("medium", "slic10", half)
+    assert reproduce.pack_name("medium", None, half).startswith("medium_takes-")
+
+
+def test_judo_cells_report_the_majority_class_baseline(tmp_path):
+    from ssl_video.experiments.cells import read_numbers
+
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / "online_action.csv").write_text(
+        "class,accuracy,chunks\nall,0.6,100\nmean per class,0.3,100\nbackground,0.9,62\ncircle,0.2,20\n"
+        "spin,0.1,18\nsway,nan,0\n")
+    numbers = read_numbers("online_action", out, "random")
+    assert numbers == {"accuracy": 60.0, "mean_per_class": 30.0, "majority": 62.0}

@@ -1,0 +1,178 @@
+"""Why does a random network win the judo probe at cpu scale? Many encoders, one set of clips, cached features.
+
+    python -m ssl_video.experiments.judo_probe_diagnosis --shards runs/ev/data/packs/medium_takes \\
+        --encoders random:0 random:1 pixels:8 ckpt:runs/.../backbone.pt --bn stored precise --probe-seeds 0 1 2
+
+Loads the take shards' ``train/`` and ``test/`` clips once (``eval.online_action.load_clips``) and, for each encoder
+and BN protocol, trains the GRU probe of :mod:`ssl_video.eval.online_action` on the cached per-frame features (the
+probe's own ``train_probe`` / ``predict``, centre windows, no augmentation) with every probe seed. Encoders:
+
+- ``random:<seed>``: an untrained ResNet-18 (the table's ``random`` row);
+- ``ckpt:<path>``: a training checkpoint or exported backbone;
+- ``pixels:<side>``: no network: each frame average-pooled to ``side``² and flattened (3 side² numbers), the
+  baseline that says how much of the task the raw pixel layout already solves.
+
+``--centre`` subtracts each clip's mean feature over its frames before the probe: the take's static scene, which
+the probe can memorise instead of the actor's motion, is removed (transductive over a clip: a diagnostic only).
+
+BN protocols: ``stored`` (the backbone's running statistics, what the probe uses) and ``precise`` (re-estimated on
+the probe's training frames, :func:`ssl_video.eval.common.recompute_bn_stats`). Prints one line per
+(encoder, bn, probe seed) and writes them as JSON lines to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from torch import nn
+
+from ssl_video.eval import online_action as oa
+from ssl_video.normalise import normalise
+
+
+class PixelEncoder(nn.Module):
+    """A frame average-pooled to ``side``² and flattened: the probe's input without any network."""
+
+    def __init__(self, side: int) -> None:
+        super().__init__()
+        self.side, self.out_dim, self.input_kind = side, 3 * side * side, "frames"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.adaptive_avg_pool2d(x, self.side).flatten(1)
+
+
+def probe_config(steps: int, batch: int, lr: float, milestones: list[int], crop: int, seed: int):
+    """The probe's settings (``eval.online_action`` keys) for a GRU on 8-frame centre windows."""
+    return OmegaConf.create({
+        "model": "gru", "chunk_len": 8, "overlap": None, "crop_size": crop, "augment": False, "batch_size": batch,
+        "eval_batch_size": 64, "steps": steps, "lr": lr, "momentum": 0.9, "weight_decay": 0.0,
+        "milestones": milestones, "warmup_steps": 0, "gru_hidden": 512, "finetune": False, "seed": seed,
+        "log_every": 1000})
+
+
+def build_encoder(spec: str) -> nn.Module:
+    from ssl_video.eval.common import load_backbone
+
+    kind, _, arg = spec.partition(":")
+    if kind == "pixels":
+        return PixelEncoder(int(arg))
+    if kind == "random":
+        return load_backbone("random", "resnet18", seed=int(arg))[0]
+    if kind == "ckpt":
+        return load_backbone(arg, "resnet18")[0]
+    raise ValueError(f"unknown encoder '{spec}' (random:<seed>, ckpt:<path>, pixels:<side>)")
+
+
+@contextlib.contextmanager
+def cached_features(centre: bool = False):
+    """Within the block, the probe's feature cache (``online_action._Features``) is built once per (backbone, clips):
+    many probe seeds then cost one backbone pass over the frames, not one per seed and split. ``centre``: each
+    clip's features minus their mean over the clip (the static scene removed; a diagnostic, not an online probe)."""
+    original, memo = oa._Features, {}
+
+    def make(probe, clips, frozen, device, batch=64, cache=True):
+        key = (id(probe.backbone), id(clips), frozen, cache)
+        if key not in memo:
+            memo[key] = original(probe, clips, frozen, device, batch, cache)
+            if centre:
+                for i, f in memo[key].frames.items():
+                    memo[key].frames[i] = f - f.mean(0)
+        feats = memo[key]
+        feats.probe = probe  # the head of this probe; the backbone (and so the cached features) is the same
+        return feats
+
+    oa._Features = make
+    try:
+        yield
+    finally:
+        oa._Features = original
+
+
+def precise_bn(encoder: nn.Module, clips: list[oa.Clip], chunk: int = 64) -> int:
+    """Re-estimate the encoder's BN statistics on the centre windows of every frame of ``clips``."""
+    from ssl_video.eval.common import recompute_bn_stats
+
+    batches = (normalise(c.window(j, chunk)) for c in clips for j in range(0, len(c.frames), chunk))
+    with torch.no_grad():
+        return recompute_bn_stats(encoder, batches)
+
+
+def feature_stats(probe: oa.Probe, clips: list[oa.Clip]) -> dict:
+    """Spread of the cached per-frame features: mean per-dimension std, and the share of variance in the top 5 PCs."""
+    feats = oa._Features(probe, clips, True, torch.device("cpu"))  # the cached (and centred) features
+    x = torch.cat(list(feats.frames.values()))
+    x = x - x.mean(0)
+    sv = torch.linalg.svdvals(x) ** 2
+    return {"feat_std": float(x.std(0).mean()), "top5_var": float(sv[:5].sum() / sv.sum())}
+
+
+def evaluate(spec: str, bn: str, train: list[oa.Clip], test: list[oa.Clip], num_classes: int, args) -> list[dict]:
+    encoder = build_encoder(spec)
+    if bn == "precise":
+        if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in encoder.modules()):
+            return []
+        precise_bn(encoder, train)
+    rows = []
+    with cached_features(args.centre):
+        rows = _probes(spec, bn, encoder, train, test, num_classes, args)
+    return rows
+
+
+def _probes(spec, bn, encoder, train, test, num_classes, args) -> list[dict]:
+    rows = []
+    for seed in args.probe_seeds:
+        cfg = probe_config(args.steps, args.batch, args.lr, args.milestones, args.crop, seed)
+        torch.manual_seed(seed)
+        probe = oa.Probe(encoder, "gru", num_classes)
+        start = time.process_time()
+        losses, _ = oa.train_probe(probe, train, cfg, torch.device("cpu"), show_progress=False)
+        res = oa.metrics(*oa.predict(probe, test, cfg, torch.device("cpu")), num_classes)
+        row = {"encoder": spec, "bn": bn, "centre": args.centre, "probe_seed": seed,
+               "accuracy": round(100 * res["accuracy"], 2),
+               "mean_per_class": round(100 * res["balanced_accuracy"], 2),
+               "final_loss": round(sum(losses[-10:]) / 10, 4), "cpu_s": round(time.process_time() - start, 1)}
+        if seed == args.probe_seeds[0]:
+            row.update(feature_stats(probe, train))
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--shards", required=True, help="packed takes with train/ and test/")
+    p.add_argument("--encoders", nargs="+", required=True)
+    p.add_argument("--bn", nargs="+", default=["stored"], choices=["stored", "precise"])
+    p.add_argument("--probe-seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--crop", type=int, default=32)
+    p.add_argument("--steps", type=int, default=120)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--milestones", nargs="+", type=int, default=[45, 90])
+    p.add_argument("--test-split", default="test")
+    p.add_argument("--centre", action="store_true", help="subtract each clip's mean feature (the static scene)")
+    p.add_argument("--out", help="append the rows as JSON lines here")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    train, classes = oa.load_clips(Path(args.shards) / "train", args.crop, oa.CROP_FRACTION)
+    test, _ = oa.load_clips(Path(args.shards) / args.test_split, args.crop, oa.CROP_FRACTION)
+    num_classes = max(len(classes), 1 + max(int(c.labels.max()) for c in train + test))
+    print(f"{len(train)} train clips, {len(test)} test clips, {num_classes} classes", flush=True)
+    for spec in args.encoders:
+        for bn in args.bn:
+            rows = evaluate(spec, bn, train, test, num_classes, args)
+            if args.out and rows:
+                with open(args.out, "a") as fh:
+                    fh.writelines(json.dumps(r) + "\n" for r in rows)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
