@@ -119,10 +119,8 @@ def evaluate(spec: str, bn: str, train: list[oa.Clip], test: list[oa.Clip], num_
         if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in encoder.modules()):
             return []
         precise_bn(encoder, train)
-    rows = []
     with cached_features(args.centre):
-        rows = _probes(spec, bn, encoder, train, test, num_classes, args)
-    return rows
+        return _probes(spec, bn, encoder, train, test, num_classes, args)
 
 
 def _probes(spec, bn, encoder, train, test, num_classes, args) -> list[dict]:

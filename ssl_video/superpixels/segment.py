@@ -284,16 +284,14 @@ def slic_fast(frames: torch.Tensor, n_segments: int = 100, compactness: float = 
     if backend == "c" and not (in_c and kernel.available()):
         raise ValueError("slic_fast backend='c' needs uint8 frames on CPU, sigma 0 and the built kernel; here: "
                          f"{frames.device.type}, {frames.dtype}, sigma {sigma}, {kernel.cpu_kernel()}")
-    if backend != "torch" and in_c and kernel.available():
-        grid_ = grid(rgb.shape[1], rgb.shape[2], n_segments)
-        f = max(1, min(int(downsample), int(grid_[2]) // 8))
-        return kernel.slic_cpu(rgb, grid_, f, compactness, max_num_iter, subsample, tol, enforce_connectivity,
-                               min_size_factor, start_label)
-    if sigma > 0:
-        rgb = _smooth(rgb, sigma)
     n, full_h, full_w, _ = rgb.shape
     rows, cols, full_step = grid(full_h, full_w, n_segments)
     f = max(1, min(int(downsample), int(full_step) // 8))
+    if backend != "torch" and in_c and kernel.available():
+        return kernel.slic_cpu(rgb, (rows, cols, full_step), f, compactness, max_num_iter, subsample, tol,
+                               enforce_connectivity, min_size_factor, start_label)
+    if sigma > 0:
+        rgb = _smooth(rgb, sigma)
     if f > 1:
         rgb = _block_mean(rgb, f)
     n, h, w, _ = rgb.shape

@@ -186,7 +186,8 @@ def test_worker_malloc_thresholds_apply_once_in_a_fresh_process():
     import sys
 
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        pytest.skip("mallopt thresholds are glibc's")
+        libc = platform.libc_ver()[0] or "unknown libc"
+        pytest.skip(f"not glibc ({platform.system()}, {libc}): the mallopt thresholds tested are glibc's")
     code = "from ssl_video.data.malloc import keep_freed_memory as k; print(k(), k())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.split() == ["True", "True"]

@@ -71,9 +71,12 @@ def _wait_while_queued(cluster, out: Path, job_id: str, until, timeout: float = 
     _wait(cluster, job_id, done, timeout)
 
 
+def _log_path(out: Path, job_id: str, task: int) -> Path:
+    return out / "jobs" / "walk_superpixel" / job_id / f"{job_id}_{task}_log.out"
+
+
 def _logs(out: Path, job_id: str) -> dict[int, str]:
-    folder = out / "jobs" / "walk_superpixel" / job_id
-    return {task: (folder / f"{job_id}_{task}_log.out").read_text() for task in (0, 1)}
+    return {task: _log_path(out, job_id, task).read_text() for task in (0, 1)}
 
 
 def test_two_ranks_on_two_nodes_run_the_same_steps(cluster, kinetics_shards, tmp_path):
@@ -119,6 +122,6 @@ def test_usr2_then_term_each_checkpoint_requeue_and_resume(cluster, kinetics_sha
 
 def _resumes(out: Path, job_id: str) -> list[int]:
     """The steps rank 0 resumed at, in order."""
-    path = out / "jobs" / "walk_superpixel" / job_id / f"{job_id}_0_log.out"
+    path = _log_path(out, job_id, 0)
     log = path.read_text() if path.exists() else ""
     return [int(step) for step in re.findall(r"resumed from .*step_\d+\.pt at step (\d+)", log)]

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
+from torchvision.transforms.v2 import functional as TF
 
 from ssl_video.superpixels import kernel
 from ssl_video.superpixels.segment import segment, slic_fast
@@ -27,12 +27,8 @@ def _real_frames(folder, per_video: int = 3, size: int = 128) -> torch.Tensor:
         with av.open(str(folder / name)) as container:
             frames = [f.to_ndarray(format="rgb24") for _, f in zip(range(90), container.decode(video=0))]
         for i in np.linspace(0, len(frames) - 1, per_video).round().astype(int):
-            x = torch.from_numpy(frames[i]).permute(2, 0, 1)[None].float()
-            scale = size / min(x.shape[-2:])
-            x = F.interpolate(x, size=[max(size, round(s * scale)) for s in x.shape[-2:]], mode="bilinear",
-                              antialias=True, align_corners=False)
-            top, left = (x.shape[-2] - size) // 2, (x.shape[-1] - size) // 2
-            out.append(x[0, :, top:top + size, left:left + size].round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0))
+            x = TF.resize(torch.from_numpy(frames[i]).permute(2, 0, 1), size, antialias=True)  # short side
+            out.append(TF.center_crop(x, size).permute(1, 2, 0))
     return torch.stack(out)
 
 
