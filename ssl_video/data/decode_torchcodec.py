@@ -29,8 +29,16 @@ def available() -> bool:
     global _error, _loaded
     if not _loaded and _error is None:
         try:
-            from torchcodec.decoders import VideoDecoder  # noqa: F401  (loads libtorchcodec + FFmpeg's libav*)
+            from torchcodec._core import ops
+            from torchcodec.decoders import VideoDecoder  # noqa: F401
 
+            # torchcodec >= 0.8 imports without FFmpeg and fails only at the first decoder; its loader says why
+            if not getattr(ops, "_FFMPEG_AVAILABLE", True):
+                try:
+                    ops.load_core_libraries()
+                except Exception:  # its text is a 40-line essay; the usual cause in one line
+                    raise RuntimeError("libtorchcodec does not load: no FFmpeg 4-9 shared libraries (libavcodec, "
+                                       "libavformat, ...) found, or torchcodec built for another torch") from None
             _loaded = True
         except Exception as exc:  # ImportError, or RuntimeError/OSError when no FFmpeg shared libraries load
             _error = _first_line(exc)

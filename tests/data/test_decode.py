@@ -205,6 +205,28 @@ def test_missing_torchcodec_falls_back_to_pyav_with_one_warning(monkeypatch):
     assert active_decoder("torchcodec") == "pyav" and decode.resolve_decoder("auto") == "pyav"
 
 
+def test_torchcodec_without_ffmpeg_libraries_is_unavailable_with_one_line(monkeypatch):
+    """torchcodec >= 0.8 imports without FFmpeg and fails only at the first decoder: that must count as unavailable,
+    or every video would fail instead of falling back to PyAV."""
+    pytest.importorskip("torchcodec")
+    from torchcodec._core import ops
+
+    from ssl_video.data import decode_torchcodec
+
+    def no_ffmpeg():
+        raise RuntimeError("Could not load libtorchcodec. Likely causes:\n 1. FFmpeg is not properly installed")
+
+    monkeypatch.setattr(ops, "_FFMPEG_AVAILABLE", False, raising=False)
+    monkeypatch.setattr(ops, "load_core_libraries", no_ffmpeg)
+    monkeypatch.setattr(decode_torchcodec, "_loaded", False)
+    monkeypatch.setattr(decode_torchcodec, "_error", None)
+    assert not decode_torchcodec.available()
+    assert "no FFmpeg 4-9 shared libraries" in decode_torchcodec.error() and "\n" not in decode_torchcodec.error()
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        assert decode.resolve_decoder("torchcodec") == "pyav"
+
+
 def test_torchcodec_cuda_request_falls_back_to_its_cpu_path_once(monkeypatch):
     """Where the first CUDA decode fails (here: no CUDA device at all), one warning, then CPU decoding."""
     _needs_torchcodec()

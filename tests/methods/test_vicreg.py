@@ -57,7 +57,7 @@ def test_method_loss_is_vicreg_loss_of_its_embeddings_and_falls():
     torch.testing.assert_close(out["loss"], vicreg_loss(z0, z1)[0])
     rng = random.Random(1)
     batches = [two_view_batch(list(range(6)), rng, batch_size=4, num_frames=2) for _ in range(2)]
-    losses = train_steps(method, 16, lambda step: batches[step % 2], lr=0.01)
-    # last 4 / first 4 measured 0.52-0.72 over seeds 0-4 (one thread, a shared machine): the variance and
-    # covariance terms fall quickly from a random initialisation
+    losses = train_steps(method, 16, lambda step: batches[step % 2], lr=0.003)
+    # last 4 / first 4 measured 0.52-0.68 over seeds 0-19 (1 and 2 threads): the variance and covariance terms fall
+    # quickly from a random initialisation. lr 0.01 diverged on seed 0 (loss 22 -> 248 at step 15; ratio 5.1)
     assert sum(losses[-4:]) / 4 < 0.85 * sum(losses[:4]) / 4, losses
