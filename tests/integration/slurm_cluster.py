@@ -95,7 +95,9 @@ PartitionName=debug Nodes={",".join(NODES)} Default=YES MaxTime=INFINITE State=U
         if subprocess.run(["pgrep", "-x", "munged"], capture_output=True).returncode != 0:
             if not Path("/etc/munge/munge.key").exists():
                 subprocess.run(["mungekey", "--create"], check=True, capture_output=True)
-            subprocess.run(["munged", "--force"], check=True, capture_output=True)
+            munged_pid = self.root / "munged.pid"  # ours: stopped with the cluster (one already running is left)
+            subprocess.run(["munged", "--force", f"--pid-file={munged_pid}"], check=True, capture_output=True)
+            self.pid_files.append(munged_pid)
         self.pid_files.append(self.root / "slurmctld.pid")
         subprocess.run(["slurmctld", "-f", str(self.conf)], check=True, env=self.env)
         for node in NODES:
