@@ -135,6 +135,7 @@ def _probes(spec, bn, encoder, train, test, num_classes, args) -> list[dict]:
         row = {"encoder": spec, "bn": bn, "centre": args.centre, "probe_seed": seed,
                "accuracy": round(100 * res["accuracy"], 2),
                "mean_per_class": round(100 * res["balanced_accuracy"], 2),
+               "majority": round(100 * res["support"].max() / max(1, res["support"].sum()), 2),  # always background
                "final_loss": round(sum(losses[-10:]) / 10, 4), "cpu_s": round(time.process_time() - start, 1)}
         if seed == args.probe_seeds[0]:
             row.update(feature_stats(probe, train))

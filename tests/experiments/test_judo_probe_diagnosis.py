@@ -44,3 +44,22 @@ def test_probes_of_one_encoder_share_one_pass_over_the_frames():
                            show_progress=False)
     assert encoder.frames_seen == 24  # every frame of both clips once, not once per probe
     assert oa._Features.__name__ == "_Features"  # restored after the block
+
+
+def test_each_row_carries_the_majority_class_rate_of_its_test_windows():
+    """The rate of always answering the commonest class, counted independently over the probe's test windows."""
+    import argparse
+
+    rng = np.random.default_rng(1)
+    labels = [np.array([0] * 20 + [2] * 12), np.array([1] * 16 + [0] * 16)]
+    clips = [oa.Clip("t", i, torch.from_numpy(rng.integers(0, 255, (32, 3, 8, 8), dtype=np.uint8)), lab)
+             for i, lab in enumerate(labels)]
+    args = argparse.Namespace(probe_seeds=[0], steps=2, batch=2, lr=0.05, milestones=[1], crop=8, centre=False)
+    with diag.cached_features():
+        [row] = diag._probes("test", "stored", _Counting(), clips, clips, 3, args)
+    cfg = diag.probe_config(2, 2, 0.05, [1], 8, 0)
+    overlap = oa.resolve_overlap(cfg.chunk_len, cfg.overlap)
+    windows = [oa.chunk_label(lab[s : s + cfg.chunk_len]) for lab in labels
+               for s in oa.window_starts(len(lab), cfg.chunk_len, overlap)]
+    assert row["majority"] == round(100 * max(np.bincount(windows)) / len(windows), 2)
+    assert 0 < row["majority"] < 100
