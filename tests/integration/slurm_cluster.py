@@ -26,7 +26,7 @@ def available() -> str | None:
     """None when a cluster can be started here, else the reason it cannot."""
     if os.geteuid() != 0:
         return "starting slurmctld/slurmd needs root"
-    for tool in ("slurmctld", "slurmd", "munged", "sbatch"):
+    for tool in ("slurmctld", "slurmd", "munged", "munge", "sbatch"):
         if shutil.which(tool) is None:
             return f"{tool} not installed (apt-get install slurm-wlm munge)"
     return None
@@ -92,7 +92,8 @@ PartitionName=debug Nodes={",".join(NODES)} Default=YES MaxTime=INFINITE State=U
             with open("/etc/hosts", "a") as f:
                 f.write(f"127.0.0.1 {' '.join(NODES)}\n")
         Path("/run/munge").mkdir(parents=True, exist_ok=True)
-        if subprocess.run(["pgrep", "-x", "munged"], capture_output=True).returncode != 0:
+        # ask munged itself, not pgrep: a munged stopped a moment ago can linger as a zombie (no init reaps it here)
+        if subprocess.run(["munge", "-n"], capture_output=True).returncode != 0:
             if not Path("/etc/munge/munge.key").exists():
                 subprocess.run(["mungekey", "--create"], check=True, capture_output=True)
             munged_pid = self.root / "munged.pid"  # ours: stopped with the cluster (one already running is left)
