@@ -93,7 +93,7 @@ PartitionName=debug Nodes={",".join(NODES)} Default=YES MaxTime=INFINITE State=U
                 f.write(f"127.0.0.1 {' '.join(NODES)}\n")
         Path("/run/munge").mkdir(parents=True, exist_ok=True)
         # ask munged itself, not pgrep: a munged stopped a moment ago can linger as a zombie (no init reaps it here)
-        if subprocess.run(["munge", "-n"], capture_output=True).returncode != 0:
+        if not _munge_serves():
             if not Path("/etc/munge/munge.key").exists():
                 subprocess.run(["mungekey", "--create"], check=True, capture_output=True)
             munged_pid = self.root / "munged.pid"  # ours: stopped with the cluster (one already running is left)
@@ -195,6 +195,14 @@ PartitionName=debug Nodes={",".join(NODES)} Default=YES MaxTime=INFINITE State=U
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         self.pid_files = []
+
+
+def _munge_serves() -> bool:
+    """True when a munged answers on its socket (``munge -n`` encodes a credential through it)."""
+    try:
+        return subprocess.run(["munge", "-n"], capture_output=True, timeout=30).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
 
 
 def _alive(pid: int) -> bool:
