@@ -29,6 +29,8 @@ written always loads.
             layer[0].downsample[0].stride = (1, 1)
 
   * ``resnet18_gru``: the per-frame trunk only (``frame_encoder.``); the GRU is not part of ResNet-18 and is dropped.
+  * ``backbone.stem=cifar`` (read from the ``conv1`` kernel): load into ``torchvision.models.resnet18()`` after
+    ``model.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False)`` and ``model.maxpool = torch.nn.Identity()``.
 
 - ``x3d_xs``: ``pytorchvideo.models.x3d.create_x3d(input_clip_length=4, input_crop_size=160, depth_factor=2.2,
   width_factor=2.0, head_dim_out=D, model_num_class=N)`` loads it with ``strict=True`` (D = ``backbone.x3d_head_dim``,
@@ -48,8 +50,10 @@ import torch
 from omegaconf import OmegaConf
 
 from ssl_video.checkpoint import load_checkpoint, save_atomic
+from ssl_video.models.backbones import set_cifar_stem, stem_of
 
 RESNETS = ("resnet18", "resnet18_s8", "resnet18_gru")
+CIFAR_STEM = "conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False), maxpool = torch.nn.Identity()"  # backbone.stem=cifar
 X3D_XS = {"input_clip_length": 4, "input_crop_size": 160, "depth_factor": 2.2, "width_factor": 2.0}  # backbones.x3d_xs
 
 
@@ -119,6 +123,9 @@ def convert_and_load(state: dict[str, torch.Tensor], name: str, *, fc: bool = Tr
         reference = resnet_reference(num_classes, seed)
         head, head_key = "fc", "fc"
         load = f"torchvision.models.resnet18(num_classes={num_classes})"
+        if stem_of(state) == "cifar":
+            set_cifar_stem(reference)
+            load = f"{load} with {CIFAR_STEM}"
     elif name == "x3d_xs":
         state = {(f"blocks.5.pool.{k[len('head_pool.') :]}" if k.startswith("head_pool.") else k): v
                  for k, v in state.items()}  # fmt: skip

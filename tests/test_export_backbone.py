@@ -21,10 +21,10 @@ from ssl_video.methods.registry import build_method
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _checkpoint(tmp_path: Path, method: str, backbone: str) -> tuple[nn.Module, Path]:
+def _checkpoint(tmp_path: Path, method: str, backbone: str, *extra: str) -> tuple[nn.Module, Path]:
     """A method whose BN statistics are not the defaults (so buffers must be carried over too), saved at step 7."""
     torch.manual_seed(0)
-    cfg = load_config([f"method={method}", f"backbone={backbone}"])
+    cfg = load_config([f"method={method}", f"backbone={backbone}", *extra])
     m = build_method(cfg)
     for module in m.backbone.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
@@ -65,6 +65,31 @@ def test_resnet18_loads_strictly_and_gives_the_same_features(tmp_path):
     first = torch.load(out, weights_only=True)
     assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first)
     assert json.loads(out.with_suffix(".json").read_text())["classifier"].startswith("fc: fresh initialisation")
+
+
+@torch.no_grad()
+def test_cifar_stem_exports_with_its_stem_and_loads_back_everywhere(tmp_path):
+    from ssl_video.eval.common import load_backbone
+
+    method, path = _checkpoint(tmp_path, "moco", "resnet18", "backbone.stem=cifar")
+    out = tmp_path / "r18_cifar.pt"
+    info = export_backbone.export(path, out, fc=False)
+    assert export_backbone.CIFAR_STEM in info["load"]
+    with pytest.raises(RuntimeError, match="conv1.weight"):  # the stock stem does not fit
+        torchvision.models.resnet18().load_state_dict(torch.load(out, weights_only=True), strict=False)
+    net = torchvision.models.resnet18()  # the stem the JSON names, built by hand
+    net.conv1, net.maxpool, net.fc = nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.Identity(), nn.Identity()
+    net.load_state_dict(torch.load(out, weights_only=True), strict=True)
+    x = torch.randn(2, 3, 32, 32)
+    expected = method.backbone(x)
+    torch.testing.assert_close(net.eval()(x), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(export_backbone.load_model(path)(x), expected, rtol=1e-5, atol=1e-5)
+    for source in (path, out):  # the training checkpoint's config and the export's conv1 both tell the stem
+        backbone, _ = load_backbone(source, "resnet18")
+        assert backbone.conv1.kernel_size == (3, 3)
+        torch.testing.assert_close(backbone(x), expected, rtol=1e-5, atol=1e-5)
+    random, _ = load_backbone("random", "resnet18", stem="cifar")
+    assert random.conv1.kernel_size == (3, 3) and random(x).shape == (2, 512)
 
 
 @torch.no_grad()

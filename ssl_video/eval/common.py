@@ -58,7 +58,8 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     return state, raw if isinstance(raw, dict) else {}
 
 
-def load_backbone(path: str | Path, name: str | None = None, *, seed: int = 0) -> tuple[nn.Module, dict]:
+def load_backbone(path: str | Path, name: str | None = None, *, seed: int = 0,
+                  stem: str = "imagenet") -> tuple[nn.Module, dict]:  # fmt: skip
     """Build a backbone and load its weights.
 
     Args:
@@ -68,18 +69,22 @@ def load_backbone(path: str | Path, name: str | None = None, *, seed: int = 0) -
             ``resnet18`` checkpoint loads into ``resnet18_s8`` and the ``frame_encoder.`` part of a ``resnet18_gru``
             checkpoint loads into either.
         seed: initialisation seed for ``"random"`` (and any weights the file does not hold, e.g. a GRU).
+        stem: the ResNet stem of ``"random"`` (``backbone.stem``; ignored for ``x3d_xs``); a file's own stem is read
+            from its ``conv1``.
 
     Returns:
         ``(backbone in eval mode, info)`` with ``info = {"source", "backbone", "missing", "unexpected", "ignored"}``
         (``ignored``: the export's classifier keys).
     """
     from ssl_video.models import build_backbone
+    from ssl_video.models.backbones import stem_of
 
     torch.manual_seed(seed)
     if str(path) == RANDOM:
         cfg = _checkpoint_backbone_cfg({})
         if name:
             cfg.name = name
+        cfg.stem = stem if cfg.name != "x3d_xs" else "imagenet"
         model = build_backbone(cfg)
         return model.eval(), {"source": RANDOM, "backbone": cfg.name, "missing": [], "unexpected": [], "ignored": []}
     path = Path(path)
@@ -91,6 +96,8 @@ def load_backbone(path: str | Path, name: str | None = None, *, seed: int = 0) -
         cfg.name = name
     elif not raw.get("config") and any(k.startswith("blocks.") for k in state):
         cfg.name = "x3d_xs"  # a create_x3d export (no saved config): ResNets have no blocks.*
+    if cfg.name != "x3d_xs":
+        cfg.stem = stem_of(state)  # an export has no config: its conv1 kernel tells the stem
     model = build_backbone(cfg)
     own = model.state_dict()
     if not any(k in own for k in state) and any(k.startswith("frame_encoder.") for k in state):

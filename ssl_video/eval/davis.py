@@ -295,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         dcfg = cfg.eval.davis
         _check(dcfg)
         device = resolve_device(cfg.eval.device)
-        backbone, info = load_backbone(args.checkpoint, "resnet18_s8", seed=cfg.train.seed)
+        backbone, info = load_backbone(args.checkpoint, "resnet18_s8", seed=cfg.train.seed, stem=cfg.backbone.stem)
         names = sequence_names(args.davis, dcfg.split)[: dcfg.max_sequences or None]
         if args.recompute_bn or dcfg.recompute_bn:
             n = recompute_bn(backbone, (read_sequence(args.davis, s, dcfg.resolution)[1] for s in names), dcfg.stage,

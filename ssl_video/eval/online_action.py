@@ -401,7 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         train_clips, classes = load_clips(Path(args.shards) / ocfg.train_split, ocfg.crop_size, CROP_FRACTION)
         test_clips, _ = load_clips(Path(args.shards) / ocfg.split, ocfg.crop_size, CROP_FRACTION)
         backbone, info = load_backbone(args.checkpoint, "x3d_xs" if ocfg.model == "x3d" else "resnet18",
-                                       seed=ocfg.seed)
+                                       seed=ocfg.seed, stem=cfg.backbone.stem)
     except (ConfigError, ValueError) as exc:
         return fail(str(exc))
     num_classes = max(len(classes), 1 + max(int(c.labels.max()) for c in train_clips + test_clips))

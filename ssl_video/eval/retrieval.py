@@ -122,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         folder = Path(args.shards)
         folder = folder if (folder / "manifest.json").is_file() else folder / rcfg.split
         clips, _ = load_clips(folder, rcfg.crop_size)
-        backbone, info = load_backbone(args.checkpoint, rcfg.backbone, seed=cfg.train.seed)
+        backbone, info = load_backbone(args.checkpoint, rcfg.backbone, seed=cfg.train.seed, stem=cfg.backbone.stem)
         emb = embed_clips(clips, chunk_embedder(backbone, device), rcfg.chunk_len, overlap, rcfg.batch_size)
         rows = retrieval_scores(emb, TOPK, rcfg.tolerance)
     except (ConfigError, ValueError) as exc:

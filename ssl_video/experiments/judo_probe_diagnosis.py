@@ -7,7 +7,8 @@ Loads the take shards' ``train/`` and ``test/`` clips once (``eval.online_action
 and BN protocol, trains the GRU probe of :mod:`ssl_video.eval.online_action` on the cached per-frame features (the
 probe's own ``train_probe`` / ``predict``, centre windows, no augmentation) with every probe seed. Encoders:
 
-- ``random:<seed>``: an untrained ResNet-18 (the table's ``random`` row);
+- ``random:<seed>``: an untrained ResNet-18 (the table's ``random`` row); ``random:<seed>:cifar`` with the CIFAR
+  stem (``backbone.stem=cifar``), the baseline of encoders trained with it;
 - ``ckpt:<path>``: a training checkpoint or exported backbone;
 - ``pixels:<side>``: no network: each frame average-pooled to ``side``² and flattened (3 side² numbers), the
   baseline that says how much of the task the raw pixel layout already solves.
@@ -64,10 +65,11 @@ def build_encoder(spec: str) -> nn.Module:
     if kind == "pixels":
         return PixelEncoder(int(arg))
     if kind == "random":
-        return load_backbone("random", "resnet18", seed=int(arg))[0]
+        seed, _, stem = arg.partition(":")
+        return load_backbone("random", "resnet18", seed=int(seed), stem=stem or "imagenet")[0]
     if kind == "ckpt":
         return load_backbone(arg, "resnet18")[0]
-    raise ValueError(f"unknown encoder '{spec}' (random:<seed>, ckpt:<path>, pixels:<side>)")
+    raise ValueError(f"unknown encoder '{spec}' (random:<seed>[:cifar], ckpt:<path>, pixels:<side>)")
 
 
 @contextlib.contextmanager

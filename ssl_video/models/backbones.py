@@ -23,6 +23,7 @@ from torch import nn
 from ssl_video.schema import choice
 
 _BACKBONES: dict[str, Callable[..., nn.Module]] = {}
+STEMS = ("imagenet", "cifar")
 
 
 def backbone_names() -> list[str]:
@@ -38,6 +39,11 @@ class BackboneConfig:
     gru_layers: int = 1
     zero_init_residual: bool = False
     x3d_head_dim: int = 2048  # x3d_xs: width of the projected-pooling feature (its out_dim)
+    # ResNet-18 family: imagenet (torchvision's 7x7 stride-2 conv + max-pool) or cifar (3x3 stride-1 conv, no
+    # max-pool; SimCLR's and solo-learn's stem for 32-64 px images). With torchvision's stem a 32² frame is 1x1 at
+    # layer4, so in training batch norm normalises each channel over one value per frame and a frame's feature
+    # depends on its batch mates more than on itself (docs/results.md); cifar keeps layer4 at 4x4 (16x the compute).
+    stem: str = choice("imagenet", STEMS)
 
 
 def register_backbone(name: str):
@@ -61,6 +67,22 @@ def pooled_features(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return y.flatten(2).mean(2) if y.dim() > 2 else y
 
 
+def set_cifar_stem(net: nn.Module) -> nn.Module:
+    """Give a torchvision ResNet the CIFAR stem in place: ``conv1`` 3x3 stride 1 (freshly initialised), no max-pool."""
+    net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")  # torchvision's conv init
+    net.maxpool = nn.Identity()
+    return net
+
+
+def stem_of(state: dict[str, torch.Tensor]) -> str:
+    """The ResNet stem a state_dict was trained with, read from its ``conv1`` kernel (7x7 imagenet, 3x3 cifar)."""
+    for key in ("conv1.weight", "frame_encoder.conv1.weight"):
+        if key in state and state[key].dim() == 4:
+            return "cifar" if state[key].shape[-1] == 3 else "imagenet"
+    return "imagenet"
+
+
 class ResNet18(nn.Module):
     """torchvision ResNet-18 trunk without ``fc``; ``stride8=True`` sets the strides of layer3/layer4 to 1.
 
@@ -69,9 +91,13 @@ class ResNet18(nn.Module):
     ``tools/export_backbone.py`` records beside the weights.
     """
 
-    def __init__(self, stride8: bool = False, zero_init_residual: bool = False) -> None:
+    def __init__(self, stride8: bool = False, zero_init_residual: bool = False, stem: str = "imagenet") -> None:
         super().__init__()
         net = torchvision.models.resnet18(weights=None, zero_init_residual=zero_init_residual)
+        if stem == "cifar":
+            set_cifar_stem(net)
+        elif stem != "imagenet":
+            raise ValueError(f"backbone.stem must be one of {', '.join(STEMS)}, got '{stem}'")
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
         self.stride8 = stride8
@@ -98,12 +124,12 @@ class ResNet18(nn.Module):
 
 @register_backbone("resnet18")
 def resnet18(cfg) -> nn.Module:
-    return ResNet18(stride8=False, zero_init_residual=cfg.zero_init_residual)
+    return ResNet18(stride8=False, zero_init_residual=cfg.zero_init_residual, stem=cfg.stem)
 
 
 @register_backbone("resnet18_s8")
 def resnet18_s8(cfg) -> nn.Module:
-    return ResNet18(stride8=True, zero_init_residual=cfg.zero_init_residual)
+    return ResNet18(stride8=True, zero_init_residual=cfg.zero_init_residual, stem=cfg.stem)
 
 
 class ResNet18GRU(nn.Module):
@@ -113,9 +139,10 @@ class ResNet18GRU(nn.Module):
     trunk can be exported alone; probes that want frame features call ``frame_features``.
     """
 
-    def __init__(self, hidden: int = 512, layers: int = 1, zero_init_residual: bool = False) -> None:
+    def __init__(self, hidden: int = 512, layers: int = 1, zero_init_residual: bool = False,
+                 stem: str = "imagenet") -> None:
         super().__init__()
-        self.frame_encoder = ResNet18(stride8=False, zero_init_residual=zero_init_residual)
+        self.frame_encoder = ResNet18(stride8=False, zero_init_residual=zero_init_residual, stem=stem)
         self.gru = nn.GRU(self.frame_encoder.out_dim, hidden, num_layers=layers, batch_first=True)
         self.out_dim = hidden
         self.input_kind = "clip"
@@ -164,10 +191,12 @@ class X3D(nn.Module):
 
 @register_backbone("resnet18_gru")
 def resnet18_gru(cfg) -> nn.Module:
-    return ResNet18GRU(cfg.gru_hidden, cfg.gru_layers, zero_init_residual=cfg.zero_init_residual)
+    return ResNet18GRU(cfg.gru_hidden, cfg.gru_layers, zero_init_residual=cfg.zero_init_residual, stem=cfg.stem)
 
 
 @register_backbone("x3d_xs")
 def x3d_xs(cfg) -> nn.Module:
+    if cfg.stem != "imagenet":
+        raise ValueError(f"backbone.stem={cfg.stem} applies to the ResNet-18 backbones, not x3d_xs")
     # X3D-XS = X3D-S widths (x2.0) and depths (x2.2) on 4 frames at 160 px (Feichtenhofer 2020, Table 1)
     return X3D(clip_len=4, crop_size=160, depth_factor=2.2, width_factor=2.0, head_dim=cfg.x3d_head_dim)

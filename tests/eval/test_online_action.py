@@ -176,6 +176,21 @@ def test_x3d_probe_trains_end_to_end_with_its_schedule(takes_shards):
     assert res["confusion"].sum() == windows and set(pred) <= set(range(len(classes)))
 
 
+def test_cli_random_backbone_has_the_configured_stem(takes_shards, monkeypatch, capsys):
+    from ssl_video.eval import common
+
+    seen = {}
+
+    def spy(path, name=None, *, seed=0, stem="imagenet"):
+        seen.update(path=str(path), name=name, stem=stem)
+        raise ValueError("stopped after the backbone")
+
+    monkeypatch.setattr(common, "load_backbone", spy)
+    rc = oa.main(["--shards", str(takes_shards), "--checkpoint", "random", "backbone.stem=cifar"])
+    assert rc != 0 and "stopped after the backbone" in capsys.readouterr().err
+    assert seen == {"path": "random", "name": "resnet18", "stem": "cifar"}  # the baseline of CIFAR-stem encoders
+
+
 def test_cli_x3d_writes_tables(takes_shards, tmp_path, capsys):
     out = tmp_path / "oa_x3d"
     rc = oa.main(["--shards", str(takes_shards), "--checkpoint", "random", "--out", str(out),

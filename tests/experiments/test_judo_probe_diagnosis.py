@@ -20,6 +20,13 @@ def test_pixel_encoder_is_the_average_pooled_frame():
     torch.testing.assert_close(out, blocks)
 
 
+def test_random_encoders_take_the_stem_of_the_encoders_they_are_compared_with():
+    plain, cifar = diag.build_encoder("random:3"), diag.build_encoder("random:3:cifar")
+    assert plain.conv1.kernel_size == (7, 7) and cifar.conv1.kernel_size == (3, 3)
+    again = diag.build_encoder("random:3:cifar")  # the seed fixes the weights
+    torch.testing.assert_close(cifar.layer4[0].conv1.weight, again.layer4[0].conv1.weight)
+
+
 class _Counting(nn.Module):
     out_dim = 3
 

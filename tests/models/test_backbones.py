@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from ssl_video.config import BackboneConfig
-from ssl_video.models.backbones import backbone_names, build_backbone
+from ssl_video.models.backbones import backbone_names, build_backbone, stem_of
 from ssl_video.models.heads import MLP
 
 
@@ -44,6 +45,23 @@ def test_x3d_xs_gives_2048_d_clip_features_at_any_size():
 def test_resnet18_unchanged():
     net = build_backbone(BackboneConfig(name="resnet18"))
     assert net.input_kind == "frames" and net(torch.randn(2, 3, 32, 32)).shape == (2, 512)
+
+
+def test_cifar_stem_keeps_a_32px_frame_at_4x4_in_layer4():
+    imagenet = build_backbone(BackboneConfig(name="resnet18"))
+    cifar = build_backbone(BackboneConfig(name="resnet18", stem="cifar"))
+    x = torch.randn(2, 3, 32, 32)
+    assert imagenet.forward_until(x, "layer4").shape[-2:] == (1, 1)  # one value per frame and channel for BN
+    assert cifar.forward_until(x, "layer4").shape[-2:] == (4, 4)
+    assert cifar(x).shape == (2, 512)
+    assert cifar.conv1.kernel_size == (3, 3) and cifar.conv1.stride == (1, 1) and isinstance(cifar.maxpool, nn.Identity)
+    assert stem_of(cifar.state_dict()) == "cifar" and stem_of(imagenet.state_dict()) == "imagenet"
+    s8 = build_backbone(BackboneConfig(name="resnet18_s8", stem="cifar"))
+    assert s8(x).shape == (2, 512, 16, 16)  # stride 2 overall: only layer2 downsamples
+    gru = build_backbone(BackboneConfig(name="resnet18_gru", stem="cifar", gru_hidden=8))
+    assert stem_of(gru.state_dict()) == "cifar" and gru(torch.randn(1, 2, 3, 32, 32)).shape == (1, 8)
+    with pytest.raises(ValueError, match="applies to the ResNet-18 backbones, not x3d_xs"):
+        build_backbone(BackboneConfig(name="x3d_xs", stem="cifar"))
 
 
 def test_mlp_widths_and_norms():
