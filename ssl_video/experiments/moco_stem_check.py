@@ -30,9 +30,7 @@ import torchvision
 from torch import nn
 from torchvision.transforms import v2
 
-from ssl_video.models.backbones import set_cifar_stem
-
-STEMS = ("imagenet", "cifar")
+from ssl_video.models.backbones import STEMS, set_cifar_stem
 
 
 def resnet18(stem: str, out_dim: int | None = None) -> nn.Module:
