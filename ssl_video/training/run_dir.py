@@ -65,9 +65,22 @@ def _matches(key: str, patterns: tuple[str, ...]) -> bool:
     return any(key == p or (p.endswith(".") and key.startswith(p)) for p in patterns)
 
 
+def _as_trained(saved_yaml: str) -> dict[str, object]:
+    """A checkpoint's config, flat, with the keys added to the schema since it was saved at their defaults: the
+    behaviour the run had (a new key's default keeps the old behaviour), so a run from before it still resumes."""
+    from ssl_video.config import ConfigError, validate
+
+    saved = OmegaConf.to_container(OmegaConf.create(saved_yaml), resolve=True)
+    try:  # a key since removed from the schema fails validation: then compare what was saved, as it is
+        filled = _flat(OmegaConf.to_container(validate({k: v for k, v in saved.items() if k != "_choices"})))
+    except ConfigError:
+        filled = {}
+    return filled | _flat(saved)
+
+
 def config_differences(saved_yaml: str, cfg) -> tuple[list[str], list[str]]:
     """``(structural, changed)``: the dotted keys that differ between a checkpoint's config and ``cfg``."""
-    saved = _flat(OmegaConf.to_container(OmegaConf.create(saved_yaml), resolve=True))
+    saved = _as_trained(saved_yaml)
     now = _flat(OmegaConf.to_container(cfg, resolve=True))
     differ = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k) and not _matches(k, IGNORED))
     structural = [k for k in differ if _matches(k, STRUCTURAL)]
@@ -76,7 +89,7 @@ def config_differences(saved_yaml: str, cfg) -> tuple[list[str], list[str]]:
 
 def describe(keys: list[str], saved_yaml: str, cfg, limit: int = 6) -> str:
     """``optim.lr 0.05 -> 0.1, train.steps 10 -> 20`` for the first ``limit`` keys."""
-    saved = _flat(OmegaConf.to_container(OmegaConf.create(saved_yaml), resolve=True))
+    saved = _as_trained(saved_yaml)
     now = _flat(OmegaConf.to_container(cfg, resolve=True))
     parts = [f"{k} {saved.get(k, '<absent>')} -> {now.get(k, '<absent>')}" for k in keys[:limit]]
     return ", ".join(parts) + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")

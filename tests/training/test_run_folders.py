@@ -37,6 +37,18 @@ def test_config_differences_split_structural_changed_and_ignored():
     assert "backbone.name" in structural and "data.crop_size" in structural
 
 
+def test_a_run_saved_before_a_key_existed_resumes_at_that_keys_default():
+    """A checkpoint from before ``backbone.stem`` existed ran with the stock stem: no difference, so it resumes."""
+    saved = to_yaml(load_config(["method=moco", "backbone=resnet18"])).replace("  stem: imagenet\n", "")
+    assert "stem:" not in saved
+    assert run_dir.config_differences(saved, load_config(["method=moco", "backbone=resnet18"])) == ([], [])
+    cifar = load_config(["method=moco", "backbone=resnet18", "backbone.stem=cifar"])
+    assert run_dir.config_differences(saved, cifar)[0] == ["backbone.stem"]  # not the default: other weights
+    assert run_dir.describe(["backbone.stem"], saved, cifar) == "backbone.stem imagenet -> cifar"
+    removed = saved.replace("train:\n", "train:\n  retired_key: 3\n")  # a key the schema has since dropped
+    assert "train.retired_key" in run_dir.config_differences(removed, cifar)[1]
+
+
 def test_resume_modes():
     for value, mode in (("true", "auto"), ("auto", "auto"), ("force", "force"), ("false", "never")):
         assert run_dir.resume_mode(load_config([f"train.resume={value}"])) == mode
