@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 EXPORT_SCRIPT = REPO / "tools" / "export_backbone.py"
 PACK_SCRIPT = REPO / "tools" / "make_shards.py"
 EVAL_MODULES = {"online_action": "ssl_video.eval.online_action", "davis": "ssl_video.eval.davis",
-                "superpixel_benchmark": "ssl_video.eval.superpixel_benchmark"}
+                "superpixel_benchmark": "ssl_video.eval.superpixel_benchmark", "retrieval": "ssl_video.eval.retrieval"}
 
 
 class CommandFailed(RuntimeError):
@@ -48,6 +48,8 @@ class Cell:
     evaluation: str
     train: list[str] | None = None  # python -m ssl_video.train arguments; None: no pretraining (random init)
     eval: list[str] = field(default_factory=list)  # evaluation arguments after the module
+    # further evaluations reported beside the table's metric (the judo table's cross-camera retrieval): name -> args
+    extra_evals: dict[str, list[str]] = field(default_factory=dict)
     train_name: str = ""  # job name at --scale paper
 
     @property
@@ -149,14 +151,22 @@ def export(cell: Cell, subprocess_mode: bool) -> str:
 
 
 def evaluate(cell: Cell, checkpoint: str | None, subprocess_mode: bool) -> dict:
-    """Run the cell's evaluation into ``eval/`` and read its numbers."""
-    out = cell.path / "eval"
-    args = list(cell.eval)
-    if cell.evaluation != "superpixel_benchmark":
+    """Run the cell's evaluation into ``eval/`` (and each extra one into ``eval_<name>/``) and read their numbers."""
+    numbers = _evaluate(cell, cell.evaluation, cell.eval, "eval", checkpoint, subprocess_mode)
+    for name, args in cell.extra_evals.items():
+        numbers |= _evaluate(cell, name, args, f"eval_{name}", checkpoint, subprocess_mode)
+    return numbers
+
+
+def _evaluate(cell: Cell, evaluation: str, args: list[str], folder: str, checkpoint: str | None,
+              subprocess_mode: bool) -> dict:  # fmt: skip
+    out = cell.path / folder
+    args = list(args)
+    if evaluation != "superpixel_benchmark":
         args = ["--checkpoint", checkpoint or "random", *args]
-    args = ["--out", str(out / "superpixels.csv" if cell.evaluation == "superpixel_benchmark" else out), *args]
-    run_command("module", EVAL_MODULES[cell.evaluation], args, cell.path / "logs" / "eval.log", subprocess_mode)
-    return read_numbers(cell.evaluation, out, cell.row)
+    args = ["--out", str(out / "superpixels.csv" if evaluation == "superpixel_benchmark" else out), *args]
+    run_command("module", EVAL_MODULES[evaluation], args, cell.path / "logs" / f"{folder}.log", subprocess_mode)
+    return read_numbers(evaluation, out, cell.row)
 
 
 def _csv_rows(path: Path) -> list[dict]:
@@ -181,6 +191,9 @@ def read_numbers(evaluation: str, out: Path, row: str) -> dict:
         majority = 100 * max(per_class) / max(1, int(rows["all"]["chunks"])) if per_class else float("nan")
         return {"accuracy": 100 * float(rows["all"]["accuracy"]),
                 "mean_per_class": 100 * float(rows["mean per class"]["accuracy"]), "majority": majority}
+    if evaluation == "retrieval":  # fractions, as the evaluation prints them (chance: 1 / gallery size)
+        total = next(r for r in _csv_rows(_find(out, "retrieval.csv")) if r["query_view"] == "all")
+        return {f"retrieval_{k}": float(total[k]) for k in ("top1", "top5", "chance1")}
     if evaluation == "davis":
         (table,) = _csv_rows(_find(out, "global_results-*.csv"))
         return {k: float(v) for k, v in table.items()}

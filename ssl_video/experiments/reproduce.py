@@ -172,12 +172,16 @@ def _cell(exp: dict, scale: dict, row: str, column: str | None, seed: int, folde
         cell.train = [*spec["train"], *probe.get("train", []), *scale.get("train", []),
                       *scale.get("method_train", {}).get(method, []),
                       *(scale.get("probe_train", {}) or {}).get(column, []),
+                      *(scale.get("row_train", {}) or {}).get(row, []),
                       *_paper_batch(exp, scale, row, args), f"data.root={data / 'train'}", f"train.seed={seed}",
                       f"train.out_dir={cell.path / 'train'}"]
         cell.train_name = f"{exp['name']}-{label}-s{seed}"
     if exp["evaluation"] == "online_action":
         cell.eval = ["--shards", str(data), *probe.get("eval", []), *scale.get("eval", []),
                      f"eval.online_action.seed={seed}"]
+        for name in exp.get("extra_evaluations") or {}:  # e.g. retrieval: probe's, then scale's arguments
+            cell.extra_evals[name] = ["--shards", str(data), *probe.get(name, []), *scale.get(name, []),
+                                      f"train.seed={seed}"]
     else:  # davis
         davis = args.davis or synthetic_set(out, "davis", scale["synthetic"], not args.list)
         cell.eval = ["--davis", str(davis), *scale.get("eval", []), f"train.seed={seed}"]
@@ -244,6 +248,8 @@ def run_table(args) -> int:
             if cell.train is not None:
                 print(f"python -m ssl_video.train {shlex.join(cell.train)}")
             print(f"python -m {EVAL_MODULES[cell.evaluation]} {shlex.join(cell.eval)}")
+            for name, extra in cell.extra_evals.items():
+                print(f"python -m {EVAL_MODULES[name]} {shlex.join(extra)}")
         return 0
     if args.scale == "paper":
         submit(cells, exp["scales"]["paper"], args)

@@ -15,13 +15,18 @@ def _stats(values: list[float]) -> tuple[float, float] | None:
 
 
 def measures(exp: dict, column: str | None) -> list[str]:
-    """What a table entry reports: the metric per probe column (judo), else the table's columns."""
-    return [exp["metric"]] if column else list(exp["columns"])
+    """What a table entry reports: the metric per probe column (judo) and the extra evaluations' measures, else the
+    table's columns."""
+    if not column:
+        return list(exp["columns"])
+    return [exp["metric"], *(m for names in (exp.get("extra_evaluations") or {}).values() for m in names)]
 
 
 def published(exp: dict, row: str, column: str | None, measure: str):
     entry = exp.get("published", {}).get(row) or {}
-    return entry.get(column) if column else entry.get(measure)
+    if column:  # per probe column: the study's number is for the table's metric only
+        return entry.get(column) if measure == exp["metric"] else None
+    return entry.get(measure)
 
 
 def collect(exp: dict, cells: list) -> list[dict]:
@@ -42,6 +47,11 @@ def collect(exp: dict, cells: list) -> list[dict]:
         entry["train_wall_s"] = _stats([r["train_wall_s"] for r in results if r.get("train_wall_s") is not None])
         entries.append(entry)
     return entries
+
+
+def _has_published(exp: dict, column: str | None, measure: str) -> bool:
+    """Whether the study reports ``measure`` (per probe column only the table's metric; e.g. not retrieval)."""
+    return not column or measure == exp["metric"]
 
 
 def _fmt(stats: tuple[float, float] | None, n: int, failed: bool = False) -> str:
@@ -68,7 +78,9 @@ def text_table(exp: dict, entries: list[dict]) -> str:
         cells = [label]
         for m in measures(exp, e["column"]):
             pub = e["published"][m]
-            cells += [_fmt(e["values"][m], e["n"], e["failed"]), "—" if pub is None else str(pub)]
+            cells.append(_fmt(e["values"][m], e["n"], e["failed"]))
+            if _has_published(exp, e["column"], m):
+                cells.append("—" if pub is None else str(pub))
         cells += [f"{e['n']}/{e['of']}", _fmt_time(e["train_wall_s"])]
         epoch = (exp.get("published", {}).get(e["row"]) or {}).get("epoch")
         if exp["name"] == "walk_table":
@@ -76,8 +88,8 @@ def text_table(exp: dict, entries: list[dict]) -> str:
         lines.append(cells)
     first = entries[0] if entries else {"column": None}
     for m in measures(exp, first["column"]):
-        name = exp["metric"] + " (%)" if first["column"] else m
-        header += [f"{name} ours", "published"]
+        name = f"{m} (%)" if first["column"] and m == exp["metric"] else m
+        header += [f"{name} ours", "published"] if _has_published(exp, first["column"], m) else [f"{name} ours"]
     header += ["seeds", "train h:m:s"] + (["study epoch h:m"] if exp["name"] == "walk_table" else [])
     widths = [max(len(str(r[i])) for r in [header, *lines]) for i in range(len(header))]
     out = ["  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths)))

@@ -87,12 +87,33 @@ def test_every_cells_training_command_is_a_valid_config(table, scale, tmp_path):
                 assert (cfg.data.sampling, cfg.data.clip_len, cfg.data.frame_stride) == ("clip", 4, 1)  # contiguous
         else:
             assert cfg.optim.name == "adam" and cfg.data.clip_len == 4
+        if scale == "cpu" and table == "judo_table":  # the study's crop list swamps a 32² frame (results.md)
+            assert cfg.data.augment == ("none" if cell.row == "moco_hard" else "walk")
         if scale == "paper" and table == "judo_table" and cell.column == "gru":
             assert cfg.train.batch_size * cfg.data.num_frames == 210  # the study's 210 frames per batch
         if scale == "paper" and table == "walk_table":
             study_batch = exp["published"][cell.row]["batch"]
             assert cfg.train.batch_size * 2 == study_batch  # the study's batch over its 2 GPUs
             assert cfg.train.steps == 240000 // (cfg.train.batch_size * 2)  # one Kinetics-400 epoch
+
+
+@pytest.mark.parametrize("scale", ["smoke", "cpu", "paper"])
+def test_judo_cells_also_run_cross_camera_retrieval_on_the_probes_test_takes(scale, tmp_path):
+    """Each judo cell's retrieval command composes, on the cell's test shards, with the probe's chunks and the
+    random row's seed; at cpu scale on the 32² frames and the CIFAR stem the GRU column's pretraining uses."""
+    exp = reproduce.load_experiment("judo_table")
+    cells = reproduce.plan_cells(exp, _args("judo_table", scale, tmp_path, data=str(tmp_path / "d")), tmp_path)
+    for cell in cells:
+        args = cell.extra_evals["retrieval"]
+        assert args[:2] == cell.eval[:2] and args[0] == "--shards"  # the probe's shard set
+        cfg = load_config(["eval=retrieval", *[a for a in args if "=" in a]])
+        r = cfg.eval.retrieval
+        assert cfg.train.seed == cell.seed
+        assert (r.backbone, r.chunk_len) == {"gru": (None, 8), "x3d": ("x3d_xs", 4)}[cell.column]
+        if scale != "paper":
+            assert (cfg.eval.device, r.crop_size) == ("cpu", 32)
+        if scale == "cpu":
+            assert cfg.backbone.stem == "cifar"
 
 
 def test_judo_probe_cells_use_the_studys_probes_at_paper_scale(tmp_path):
@@ -134,7 +155,8 @@ def test_a_finished_cell_is_reused_not_rerun(tmp_path):
 def test_table_reports_mean_and_sd_over_seeds_beside_the_published_number(tmp_path, capsys):
     exp = reproduce.load_experiment("judo_table")
     accs = {"moco": [70.0, 74.0, 75.5], "random": [50.0, 52.0, 51.0]}
-    cells = [_cell_with_result(tmp_path, row, "gru", s, {"accuracy": a, "train_wall_s": 30.0})
+    cells = [_cell_with_result(tmp_path, row, "gru", s, {"accuracy": a, "train_wall_s": 30.0,
+                                                         "retrieval_top1": 0.1 * (s + 1), "retrieval_top5": 0.5})
              for row, values in accs.items() for s, a in enumerate(values)]
     cells.append(Cell("judo_table", "moco", "x3d", 0, str(tmp_path / "pending"), "online_action"))
     broken = Cell("judo_table", "simclr", "gru", 0, str(tmp_path / "broken"), "online_action")
@@ -147,6 +169,9 @@ def test_table_reports_mean_and_sd_over_seeds_beside_the_published_number(tmp_pa
     moco = next(e for e in entries if e["row"] == "moco" and e["column"] == "gru")
     assert moco["values"]["accuracy"] == pytest.approx((statistics.mean(accs["moco"]), statistics.stdev(accs["moco"])))
     assert moco["published"]["accuracy"] == 75.95
+    assert moco["values"]["retrieval_top1"] == pytest.approx((0.2, 0.1)) and moco["published"]["retrieval_top1"] is None
+    assert "retrieval_top1" in text.splitlines()[1] and "0.200 ± 0.100" in next(
+        ln for ln in text.splitlines() if ln.startswith("moco / gru"))
     line = next(ln for ln in text.splitlines() if ln.startswith("moco / gru"))
     assert f"{statistics.mean(accs['moco']):.1f} ± {statistics.stdev(accs['moco']):.1f}" in line and "75.95" in line
     assert "pending" in next(ln for ln in text.splitlines() if ln.startswith("moco / x3d"))
@@ -220,3 +245,13 @@ def test_judo_cells_report_the_majority_class_baseline(tmp_path):
         "spin,0.1,18\nsway,nan,0\n")
     numbers = read_numbers("online_action", out, "random")
     assert numbers == {"accuracy": 60.0, "mean_per_class": 30.0, "majority": 62.0}
+
+
+def test_retrieval_numbers_are_the_all_views_row(tmp_path):
+    from ssl_video.experiments.cells import read_numbers
+
+    (tmp_path / "retrieval.csv").write_text(
+        "query_view,gallery_view,queries,gallery,top1,top5,chance1,chance5\n0,1,10,10,0.5,0.9,0.1,0.5\n"
+        "all,all,20,10,0.25,0.75,0.1,0.5\n")
+    assert read_numbers("retrieval", tmp_path, "moco") == {"retrieval_top1": 0.25, "retrieval_top5": 0.75,
+                                                           "retrieval_chance1": 0.1}
