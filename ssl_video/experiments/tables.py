@@ -23,10 +23,10 @@ def measures(exp: dict, column: str | None) -> list[str]:
 
 
 def published(exp: dict, row: str, column: str | None, measure: str):
+    if not _has_published(exp, column, measure):
+        return None
     entry = exp.get("published", {}).get(row) or {}
-    if column:  # per probe column: the study's number is for the table's metric only
-        return entry.get(column) if measure == exp["metric"] else None
-    return entry.get(measure)
+    return entry.get(column) if column else entry.get(measure)
 
 
 def collect(exp: dict, cells: list) -> list[dict]:
