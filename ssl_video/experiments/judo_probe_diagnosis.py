@@ -11,7 +11,10 @@ probe's own ``train_probe`` / ``predict``, centre windows, no augmentation) with
   stem (``backbone.stem=cifar``), the baseline of encoders trained with it;
 - ``ckpt:<path>``: a training checkpoint or exported backbone;
 - ``pixels:<side>``: no network: each frame average-pooled to ``side``² and flattened (3 side² numbers), the
-  baseline that says how much of the task the raw pixel layout already solves.
+  baseline that says how much of the task the raw pixel layout already solves;
+- ``track:<takes folder>``: no frames at all: the actor's true track in each view (x, y in the view, cos and sin
+  of its angle, its scale; re-rendered from the synthetic takes' seeds, :func:`object_tracks`). An encoder that
+  captured the actor perfectly: the ceiling of this probe on these takes and this many labelled takes.
 
 ``--centre`` subtracts each clip's mean feature over its frames before the probe: the take's static scene, which
 the probe can memorise instead of the actor's motion, is removed (transductive over a clip: a diagnostic only).
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import time
 from pathlib import Path
@@ -36,6 +40,48 @@ from torch import nn
 
 from ssl_video.eval import online_action as oa
 from ssl_video.normalise import normalise
+
+
+class TrackEncoder(nn.Module):
+    """A placeholder of width 5 whose features :func:`cached_features` replaces by the actor's true track."""
+
+    out_dim, input_kind = 5, "frames"
+
+    def __init__(self, takes_root: str) -> None:
+        super().__init__()
+        self.takes_root = takes_root
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.new_zeros(len(x), self.out_dim)
+
+
+@functools.lru_cache(maxsize=4)  # one re-render per shard set, however many encoders are compared on it
+def object_tracks(takes_root: str | Path, shards: str | Path) -> dict[tuple[str, int], torch.Tensor]:
+    """``(take key, view) -> (T, N, 5)``: each object's x, y (view pixels / view side), cos, sin of its angle and its
+    scale at each packed frame of the shard set ``shards`` (object 0 the actor, then the distractors), from
+    re-rendering the takes of ``takes_root`` (:func:`~ssl_video.synthetic.generate.render_synced_take` with the
+    set's seed and sizes)."""
+    import numpy as np
+
+    from ssl_video.synthetic.generate import FPS, MARKER, render_synced_take
+
+    info = json.loads((Path(takes_root) / MARKER).read_text())
+    samples, _ = oa.read_samples(shards)
+    tracks = {}
+    for sample in samples:
+        meta = json.loads(sample["json"])
+        index = int(sample["__key__"].rsplit("-", 1)[1])
+        take, _ = render_synced_take(info["seed"], index, info["num_cameras"], len(info["classes"]),
+                                     info["num_frames"], tuple(info["size"]), info.get("num_distractors", 2))
+        k = np.arange(len(meta["frame_label_idx"]))  # packed frame k shows the source frame on screen at (k+½)/fps
+        source = np.minimum(np.floor((k + 0.5) * FPS / meta["fps"]).astype(int), info["num_frames"] - 1)
+        x, y, angle, scale = np.moveaxis(take["object_state"][take["lead"] + source], -1, 0)  # each (T, N)
+        for v, world_to_view in enumerate(take["world_to_view"]):
+            p = np.stack([x, y, np.ones_like(x)], -1) @ world_to_view.T
+            xy = p[..., :2] / p[..., 2:] / np.asarray(info["size"][::-1])
+            track = np.concatenate([xy, np.stack([np.cos(angle), np.sin(angle), scale], -1)], -1)
+            tracks[(sample["__key__"], v)] = torch.as_tensor(track, dtype=torch.float32)
+    return tracks
 
 
 class PixelEncoder(nn.Module):
@@ -69,20 +115,26 @@ def build_encoder(spec: str) -> nn.Module:
         return load_backbone("random", "resnet18", seed=int(seed), stem=stem or "imagenet")[0]
     if kind == "ckpt":
         return load_backbone(arg, "resnet18")[0]
-    raise ValueError(f"unknown encoder '{spec}' (random:<seed>[:cifar], ckpt:<path>, pixels:<side>)")
+    if kind == "track":
+        return TrackEncoder(arg)
+    raise ValueError(f"unknown encoder '{spec}' (random:<seed>[:cifar], ckpt:<path>, pixels:<side>, track:<takes>)")
 
 
 @contextlib.contextmanager
-def cached_features(centre: bool = False):
+def cached_features(centre: bool = False, tracks: dict | None = None):
     """Within the block, the probe's feature cache (``online_action._Features``) is built once per (backbone, clips):
     many probe seeds then cost one backbone pass over the frames, not one per seed and split. ``centre``: each
-    clip's features minus their mean over the clip (the static scene removed; a diagnostic, not an online probe)."""
+    clip's features minus their mean over the clip (the static scene removed; a diagnostic, not an online probe).
+    ``tracks``: each clip's features replaced by its actor's track (:func:`object_tracks`)."""
     original, memo = oa._Features, {}
 
     def make(probe, clips, frozen, device, batch=64, cache=True):
         key = (id(probe.backbone), id(clips), frozen, cache)
         if key not in memo:
             memo[key] = original(probe, clips, frozen, device, batch, cache)
+            if tracks is not None:
+                for i, f in memo[key].frames.items():
+                    memo[key].frames[i] = tracks[(clips[i].take, clips[i].view)][: len(f), 0]
             if centre:
                 for i, f in memo[key].frames.items():
                     memo[key].frames[i] = f - f.mean(0)
@@ -115,13 +167,86 @@ def feature_stats(probe: oa.Probe, clips: list[oa.Clip]) -> dict:
     return {"feat_std": float(x.std(0).mean()), "top5_var": float(sv[:5].sum() / sv.sum())}
 
 
+RIDGE_LAMBDAS = tuple(10.0 ** k for k in range(-1, 6))
+
+
+def _ridge(x: torch.Tensor, y: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weights and bias of ridge regression ``y ~ x w + b`` (``x`` standardised by the caller)."""
+    xm, ym = x.mean(0), y.mean(0)
+    xc = (x - xm).double()
+    w = torch.linalg.solve(xc.T @ xc + lam * torch.eye(x.shape[1], dtype=xc.dtype), xc.T @ (y - ym).double())
+    return w.float(), ym - xm @ w.float()
+
+
+def _r2(pred: torch.Tensor, y: torch.Tensor) -> float:
+    """Coefficient of determination, averaged over the target's columns."""
+    return float((1 - ((pred - y) ** 2).sum(0) / ((y - y.mean(0)) ** 2).sum(0)).mean())
+
+
+def _stack(rows: dict, takes: list[str], k: int) -> torch.Tensor:
+    return torch.cat([r[k] for take in takes for r in rows[take]])
+
+
+def _ridge_r2(fit: dict, held: dict, kx: int, ky: int) -> tuple[float, float]:
+    """Ridge from column ``kx`` to ``ky`` of the rows: λ by two-fold cross-validation over the ``fit`` takes, then
+    fitted on all of them; returns (R² on the ``held`` takes, λ)."""
+    takes = sorted(fit)
+    x = _stack(fit, takes, kx)
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    folds = [takes[0::2], takes[1::2]]
+
+    def score(a: list[str], b: list[str], source: dict, target: dict, lam: float) -> float:
+        w, bias = _ridge((_stack(source, a, kx) - mean) / std, _stack(source, a, ky), lam)
+        return _r2((_stack(target, b, kx) - mean) / std @ w + bias, _stack(target, b, ky))
+
+    lam = max(RIDGE_LAMBDAS, key=lambda lam: score(*folds, fit, fit, lam) + score(*folds[::-1], fit, fit, lam))
+    return score(takes, sorted(held), fit, held, lam), lam
+
+
+def decode_track(encoder: nn.Module, train: list[oa.Clip], test: list[oa.Clip], tracks: dict) -> dict:
+    """How much of the actor's true track a linear map reads from the frame features (the centre windows the probe
+    sees): ridge regression to the actor's x, y in the view (``r2_position``) and, from the difference of two
+    consecutive frames' features, to its displacement (``r2_motion``: what the probe needs); for comparison, to the
+    distractors' x, y (``r2_distractors``: objects that move all the time but carry no label). Fitted on the
+    training takes, λ chosen by two-fold cross-validation over them (folds by take), R² on the test takes."""
+    def rows(clips: list[oa.Clip]) -> dict:
+        feats = oa._Features(oa.Probe(encoder, "gru", 2), clips, True, torch.device("cpu")).frames
+        if isinstance(encoder, TrackEncoder):  # the ceiling: the track itself
+            feats = {i: tracks[(c.take, c.view)][: len(feats[i]), 0] for i, c in enumerate(clips)}
+        out = {}
+        for i, c in enumerate(clips):
+            f, t = feats[i], tracks[(c.take, c.view)][: len(feats[i]), :, :2]
+            actor, others = t[:, 0], t[:, 1:].flatten(1)
+            out.setdefault(c.take, []).append((f, actor, f[1:] - f[:-1], actor[1:] - actor[:-1], others))
+        return out
+
+    fit, held = rows(train), rows(test)
+    out = {}
+    targets = {"r2_position": (0, 1), "r2_motion": (2, 3)}
+    if next(iter(tracks.values())).shape[1] > 1:  # takes with distractors
+        targets["r2_distractors"] = (0, 4)
+    for name, (kx, ky) in targets.items():
+        r2, lam = _ridge_r2(fit, held, kx, ky)
+        out[name], out[f"{name}_lambda"] = round(r2, 4), lam
+    return out
+
+
 def evaluate(spec: str, bn: str, train: list[oa.Clip], test: list[oa.Clip], num_classes: int, args) -> list[dict]:
     encoder = build_encoder(spec)
     if bn == "precise":
         if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in encoder.modules()):
             return []
         precise_bn(encoder, train)
-    with cached_features(args.centre):
+    def truth(takes_root: str) -> dict:
+        return {k: v for split in ("train", args.test_split)
+                for k, v in object_tracks(takes_root, Path(args.shards) / split).items()}
+
+    tracks = truth(encoder.takes_root) if isinstance(encoder, TrackEncoder) else None
+    if args.decode_track:
+        row = {"encoder": spec, "bn": bn, **decode_track(encoder, train, test, truth(args.decode_track))}
+        print(json.dumps(row), flush=True)
+        return [row]
+    with cached_features(args.centre, tracks):
         return _probes(spec, bn, encoder, train, test, num_classes, args)
 
 
@@ -159,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--milestones", nargs="+", type=int, default=[45, 90])
     p.add_argument("--test-split", default="test")
     p.add_argument("--centre", action="store_true", help="subtract each clip's mean feature (the static scene)")
+    p.add_argument("--decode-track", metavar="TAKES",
+                   help="instead of probes: how well a linear map reads the actor's true track (re-rendered from the "
+                        "synthetic takes folder TAKES) from each encoder's features (decode_track)")
     p.add_argument("--out", help="append the rows as JSON lines here")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
