@@ -242,3 +242,19 @@ def test_cli_writes_and_reports_errors_in_one_line(tmp_path, capsys):
     assert proc.returncode == 2  # an input error
     expected = "error: unknown data set ['imagenet']; choose from davis, kinetics, takes"
     assert proc.stderr.strip().splitlines() == [expected]
+
+
+def test_takes_without_distractors_hold_only_the_actor(tmp_path):
+    """``num_distractors=0``: the take's one object is the actor, the set records it (so its ground truth can be
+    re-rendered), and outside its segment nothing in a view moves but the camera noise."""
+    root = syn.write_takes(tmp_path / "takes", seed=2, num_takes=1, num_cameras=2, num_classes=1, num_frames=16,
+                           size=(48, 48), num_distractors=0)
+    assert json.loads((root / syn.MARKER).read_text())["num_distractors"] == 0
+    take, _ = syn.render_synced_take(2, 0, 2, 1, 16, (48, 48), num_distractors=0)
+    assert take["object_state"].shape[1] == 1 and take["masks"].max() == 1
+    start = take["segment"][0]
+    still = take["frames"][:, :start].astype(float)
+    assert start >= 2 and np.abs(still - still.mean(1, keepdims=True)).mean() < 6  # noise std 2-5 only
+    with_others, _ = syn.render_synced_take(2, 0, 2, 1, 16, (48, 48))
+    moving = with_others["frames"][:, :start].astype(float)
+    assert np.abs(moving - moving.mean(1, keepdims=True)).mean() > np.abs(still - still.mean(1, keepdims=True)).mean()
