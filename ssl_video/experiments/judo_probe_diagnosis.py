@@ -2,6 +2,8 @@
 
     python -m ssl_video.experiments.judo_probe_diagnosis --shards runs/ev/data/packs/medium_takes \\
         --encoders random:0 random:1 pixels:8 ckpt:runs/.../backbone.pt --bn stored precise --probe-seeds 0 1 2
+    python -m ssl_video.experiments.judo_probe_diagnosis --shards packs/takes24_half --decode-track takes24 \\
+        --encoders track:takes24 random:0:cifar ckpt:runs/.../step_00000400.pt   # what the features hold
 
 Loads the take shards' ``train/`` and ``test/`` clips once (``eval.online_action.load_clips``) and, for each encoder
 and BN protocol, trains the GRU probe of :mod:`ssl_video.eval.online_action` on the cached per-frame features (the
@@ -18,6 +20,9 @@ probe's own ``train_probe`` / ``predict``, centre windows, no augmentation) with
 
 ``--centre`` subtracts each clip's mean feature over its frames before the probe: the take's static scene, which
 the probe can memorise instead of the actor's motion, is removed (transductive over a clip: a diagnostic only).
+
+``--decode-track <takes folder>`` replaces the probes by :func:`decode_track`: how much of the actor's true track
+(and of the distractors') a linear map reads from each encoder's features.
 
 BN protocols: ``stored`` (the backbone's running statistics, what the probe uses) and ``precise`` (re-estimated on
 the probe's training frames, :func:`ssl_video.eval.common.recompute_bn_stats`). Prints one line per
