@@ -159,7 +159,7 @@ def evaluate(cell: Cell, checkpoint: str | None, subprocess_mode: bool) -> dict:
 
 
 def _evaluate(cell: Cell, evaluation: str, args: list[str], folder: str, checkpoint: str | None,
-              subprocess_mode: bool) -> dict:  # fmt: skip
+              subprocess_mode: bool) -> dict:
     out = cell.path / folder
     args = list(args)
     if evaluation != "superpixel_benchmark":

@@ -89,6 +89,11 @@ def object_tracks(takes_root: str | Path, shards: str | Path) -> dict[tuple[str,
     return tracks
 
 
+def actor_features(tracks: dict, clips: list[oa.Clip]) -> dict[int, torch.Tensor]:
+    """The :class:`TrackEncoder`'s features: clip ``i`` -> its actor's ``(T, 5)`` track from :func:`object_tracks`."""
+    return {i: tracks[(c.take, c.view)][: len(c.frames), 0] for i, c in enumerate(clips)}
+
+
 class PixelEncoder(nn.Module):
     """A frame average-pooled to ``side``² and flattened: the probe's input without any network."""
 
@@ -138,8 +143,7 @@ def cached_features(centre: bool = False, tracks: dict | None = None):
         if key not in memo:
             memo[key] = original(probe, clips, frozen, device, batch, cache)
             if tracks is not None:
-                for i, f in memo[key].frames.items():
-                    memo[key].frames[i] = tracks[(clips[i].take, clips[i].view)][: len(f), 0]
+                memo[key].frames.update(actor_features(tracks, clips))
             if centre:
                 for i, f in memo[key].frames.items():
                     memo[key].frames[i] = f - f.mean(0)
@@ -198,14 +202,17 @@ def _ridge_r2(fit: dict, held: dict, kx: int, ky: int) -> tuple[float, float]:
     takes = sorted(fit)
     x = _stack(fit, takes, kx)
     mean, std = x.mean(0), x.std(0) + 1e-6
-    folds = [takes[0::2], takes[1::2]]
 
-    def score(a: list[str], b: list[str], source: dict, target: dict, lam: float) -> float:
-        w, bias = _ridge((_stack(source, a, kx) - mean) / std, _stack(source, a, ky), lam)
-        return _r2((_stack(target, b, kx) - mean) / std @ w + bias, _stack(target, b, ky))
+    def data(rows: dict, subset: list[str]) -> tuple[torch.Tensor, torch.Tensor]:  # standardised inputs, targets
+        return (_stack(rows, subset, kx) - mean) / std, _stack(rows, subset, ky)
 
-    lam = max(RIDGE_LAMBDAS, key=lambda lam: score(*folds, fit, fit, lam) + score(*folds[::-1], fit, fit, lam))
-    return score(takes, sorted(held), fit, held, lam), lam
+    def score(source: tuple, target: tuple, lam: float) -> float:
+        w, bias = _ridge(*source, lam)
+        return _r2(target[0] @ w + bias, target[1])
+
+    a, b = data(fit, takes[0::2]), data(fit, takes[1::2])  # the two folds, stacked once for every λ
+    lam = max(RIDGE_LAMBDAS, key=lambda lam: score(a, b, lam) + score(b, a, lam))
+    return score(data(fit, takes), data(held, sorted(held)), lam), lam
 
 
 def decode_track(encoder: nn.Module, train: list[oa.Clip], test: list[oa.Clip], tracks: dict) -> dict:
@@ -215,9 +222,10 @@ def decode_track(encoder: nn.Module, train: list[oa.Clip], test: list[oa.Clip], 
     distractors' x, y (``r2_distractors``: objects that move all the time but carry no label). Fitted on the
     training takes, λ chosen by two-fold cross-validation over them (folds by take), R² on the test takes."""
     def rows(clips: list[oa.Clip]) -> dict:
-        feats = oa._Features(oa.Probe(encoder, "gru", 2), clips, True, torch.device("cpu")).frames
-        if isinstance(encoder, TrackEncoder):  # the ceiling: the track itself
-            feats = {i: tracks[(c.take, c.view)][: len(feats[i]), 0] for i, c in enumerate(clips)}
+        if isinstance(encoder, TrackEncoder):  # the ceiling: the track itself, no pass over the frames
+            feats = actor_features(tracks, clips)
+        else:
+            feats = oa._Features(oa.Probe(encoder, "gru", 2), clips, True, torch.device("cpu")).frames
         out = {}
         for i, c in enumerate(clips):
             f, t = feats[i], tracks[(c.take, c.view)][: len(feats[i]), :, :2]
