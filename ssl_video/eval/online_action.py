@@ -247,9 +247,10 @@ def schedule(cfg) -> dict:
 # ------------------------------------------------------------------------------------------------------------------
 # Training and testing
 # ------------------------------------------------------------------------------------------------------------------
-class _Features:
+class ChunkFeatures:
     """Backbone features of chunks (centre windows, or the windows of ``augs``); with a frozen backbone the centre
-    windows' features are computed once (per frame, or per chunk for x3d), augmented ones every time."""
+    windows' features are computed once (per frame, or per chunk for x3d), augmented ones every time. One instance
+    may serve several probes of one frozen backbone (``features=`` of :func:`train_probe` and :func:`predict`)."""
 
     def __init__(self, probe: Probe, clips: list[Clip], frozen: bool, device: torch.device, batch: int = 64,
                  cache: bool = True) -> None:
@@ -283,10 +284,25 @@ class _Features:
         return torch.stack([self.chunks[it] for it in items])
 
 
+def _reuse(features: ChunkFeatures | None, probe: Probe, clips: list[Clip],
+           centre_frozen: bool) -> ChunkFeatures | None:
+    """``features`` made for ``clips`` by a probe of the same frozen backbone, now serving ``probe``'s head."""
+    if features is None:
+        return None
+    if features.clips is not clips or features.probe.backbone is not probe.backbone or not features.frozen:
+        raise ValueError("features= must be the frozen features of the same clips and backbone")
+    if not centre_frozen:
+        raise ValueError("features= serves only frozen probes on centre windows (finetune and augment false)")
+    features.probe = probe
+    return features
+
+
 def train_probe(probe: Probe, clips: list[Clip], cfg, device: torch.device, writer=None,
-                show_progress: bool = True) -> tuple[list[float], _Features]:
+                show_progress: bool = True,
+                features: ChunkFeatures | None = None) -> tuple[list[float], ChunkFeatures]:
     """Train the head (and the backbone with ``cfg.finetune``); returns the losses and the feature function.
-    With ``cfg.augment`` every chunk gets the study's augmentation (:func:`draw_aug`), else its centre window."""
+    With ``cfg.augment`` every chunk gets the study's augmentation (:func:`draw_aug`), else its centre window.
+    ``features``: the frozen backbone's cached features of ``clips`` from an earlier probe (one pass for many)."""
     from tqdm import tqdm
 
     resolve_probe(cfg)
@@ -301,7 +317,8 @@ def train_probe(probe: Probe, clips: list[Clip], cfg, device: torch.device, writ
     usable = [i for i, c in enumerate(clips) if len(c.labels) >= cfg.chunk_len]
     if not usable:
         raise ValueError(f"no training clip has {cfg.chunk_len} frames")
-    feats = _Features(probe, clips, not cfg.finetune, device, cache=not cfg.augment)
+    feats = _reuse(features, probe, clips, not (cfg.finetune or cfg.augment)) or ChunkFeatures(
+        probe, clips, not cfg.finetune, device, cache=not cfg.augment)
     params = [p for p in probe.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=sched["lr"], momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     losses = []
@@ -326,12 +343,14 @@ def train_probe(probe: Probe, clips: list[Clip], cfg, device: torch.device, writ
 
 
 @torch.no_grad()
-def predict(probe: Probe, clips: list[Clip], cfg, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """(true, predicted) chunk labels of every test window of every clip (centre windows)."""
+def predict(probe: Probe, clips: list[Clip], cfg, device: torch.device,
+            features: ChunkFeatures | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(true, predicted) chunk labels of every test window of every clip (centre windows); ``features`` as in
+    :func:`train_probe`."""
     resolve_probe(cfg)
     overlap = resolve_overlap(cfg.chunk_len, cfg.overlap)
     probe.to(device).eval()
-    feats = _Features(probe, clips, True, device)
+    feats = _reuse(features, probe, clips, True) or ChunkFeatures(probe, clips, True, device)
     items = [(i, s) for i, c in enumerate(clips) for s in window_starts(len(c.labels), cfg.chunk_len, overlap)]
     true = np.array([chunk_label(clips[i].labels[s : s + cfg.chunk_len]) for i, s in items], dtype=np.int64)
     pred = []

@@ -32,7 +32,6 @@ the probe's training frames, :func:`ssl_video.eval.common.recompute_bn_stats`). 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import json
 import time
@@ -48,7 +47,7 @@ from ssl_video.normalise import normalise
 
 
 class TrackEncoder(nn.Module):
-    """A placeholder of width 5 whose features :func:`cached_features` replaces by the actor's true track."""
+    """A placeholder of width 5 whose features :func:`shared_features` replaces by the actor's true track."""
 
     out_dim, input_kind = 5, "frames"
 
@@ -130,32 +129,19 @@ def build_encoder(spec: str) -> nn.Module:
     raise ValueError(f"unknown encoder '{spec}' (random:<seed>[:cifar], ckpt:<path>, pixels:<side>, track:<takes>)")
 
 
-@contextlib.contextmanager
-def cached_features(centre: bool = False, tracks: dict | None = None):
-    """Within the block, the probe's feature cache (``online_action._Features``) is built once per (backbone, clips):
-    many probe seeds then cost one backbone pass over the frames, not one per seed and split. ``centre``: each
-    clip's features minus their mean over the clip (the static scene removed; a diagnostic, not an online probe).
+def shared_features(encoder: nn.Module, clips: list[oa.Clip], centre: bool = False,
+                    tracks: dict | None = None) -> oa.ChunkFeatures:
+    """The frozen ``encoder``'s per-frame features of ``clips``, computed once: every probe seed then reuses them
+    (``features=`` of :func:`~ssl_video.eval.online_action.train_probe` and ``predict``). ``centre``: each clip's
+    features minus their mean over the clip (the static scene removed; a diagnostic, not an online probe).
     ``tracks``: each clip's features replaced by its actor's track (:func:`object_tracks`)."""
-    original, memo = oa._Features, {}
-
-    def make(probe, clips, frozen, device, batch=64, cache=True):
-        key = (id(probe.backbone), id(clips), frozen, cache)
-        if key not in memo:
-            memo[key] = original(probe, clips, frozen, device, batch, cache)
-            if tracks is not None:
-                memo[key].frames.update(actor_features(tracks, clips))
-            if centre:
-                for i, f in memo[key].frames.items():
-                    memo[key].frames[i] = f - f.mean(0)
-        feats = memo[key]
-        feats.probe = probe  # the head of this probe; the backbone (and so the cached features) is the same
-        return feats
-
-    oa._Features = make
-    try:
-        yield
-    finally:
-        oa._Features = original
+    encoder.eval()  # as train_probe leaves a frozen backbone: BatchNorm with its stored statistics
+    feats = oa.ChunkFeatures(oa.Probe(encoder, "gru", 2), clips, True, torch.device("cpu"))
+    if tracks is not None:
+        feats.frames.update(actor_features(tracks, clips))
+    if centre:
+        feats.frames = {i: f - f.mean(0) for i, f in feats.frames.items()}
+    return feats
 
 
 def precise_bn(encoder: nn.Module, clips: list[oa.Clip], chunk: int = 64) -> int:
@@ -167,9 +153,8 @@ def precise_bn(encoder: nn.Module, clips: list[oa.Clip], chunk: int = 64) -> int
         return recompute_bn_stats(encoder, batches)
 
 
-def feature_stats(probe: oa.Probe, clips: list[oa.Clip]) -> dict:
+def feature_stats(feats: oa.ChunkFeatures) -> dict:
     """Spread of the cached per-frame features: mean per-dimension std, and the share of variance in the top 5 PCs."""
-    feats = oa._Features(probe, clips, True, torch.device("cpu"))  # the cached (and centred) features
     x = torch.cat(list(feats.frames.values()))
     x = x - x.mean(0)
     sv = torch.linalg.svdvals(x) ** 2
@@ -225,7 +210,7 @@ def decode_track(encoder: nn.Module, train: list[oa.Clip], test: list[oa.Clip], 
         if isinstance(encoder, TrackEncoder):  # the ceiling: the track itself, no pass over the frames
             feats = actor_features(tracks, clips)
         else:
-            feats = oa._Features(oa.Probe(encoder, "gru", 2), clips, True, torch.device("cpu")).frames
+            feats = shared_features(encoder, clips).frames
         out = {}
         for i, c in enumerate(clips):
             f, t = feats[i], tracks[(c.take, c.view)][: len(feats[i]), :, :2]
@@ -259,26 +244,26 @@ def evaluate(spec: str, bn: str, train: list[oa.Clip], test: list[oa.Clip], num_
         row = {"encoder": spec, "bn": bn, **decode_track(encoder, train, test, truth(args.decode_track))}
         print(json.dumps(row), flush=True)
         return [row]
-    with cached_features(args.centre, tracks):
-        return _probes(spec, bn, encoder, train, test, num_classes, args)
+    return _probes(spec, bn, encoder, train, test, num_classes, args, tracks)
 
 
-def _probes(spec, bn, encoder, train, test, num_classes, args) -> list[dict]:
+def _probes(spec, bn, encoder, train, test, num_classes, args, tracks: dict | None = None) -> list[dict]:
+    train_feats, test_feats = (shared_features(encoder, clips, args.centre, tracks) for clips in (train, test))
     rows = []
     for seed in args.probe_seeds:
         cfg = probe_config(args.steps, args.batch, args.lr, args.milestones, args.crop, seed)
         torch.manual_seed(seed)
         probe = oa.Probe(encoder, "gru", num_classes)
         start = time.process_time()
-        losses, _ = oa.train_probe(probe, train, cfg, torch.device("cpu"), show_progress=False)
-        res = oa.metrics(*oa.predict(probe, test, cfg, torch.device("cpu")), num_classes)
+        losses, _ = oa.train_probe(probe, train, cfg, torch.device("cpu"), show_progress=False, features=train_feats)
+        res = oa.metrics(*oa.predict(probe, test, cfg, torch.device("cpu"), features=test_feats), num_classes)
         row = {"encoder": spec, "bn": bn, "centre": args.centre, "probe_seed": seed,
                "accuracy": round(100 * res["accuracy"], 2),
                "mean_per_class": round(100 * res["balanced_accuracy"], 2),
                "majority": round(100 * res["support"].max() / max(1, res["support"].sum()), 2),  # always background
                "final_loss": round(sum(losses[-10:]) / 10, 4), "cpu_s": round(time.process_time() - start, 1)}
         if seed == args.probe_seeds[0]:
-            row.update(feature_stats(probe, train))
+            row.update(feature_stats(train_feats))
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -44,13 +45,15 @@ def test_probes_of_one_encoder_share_one_pass_over_the_frames():
     clips = [oa.Clip("t", 0, torch.from_numpy(rng.integers(0, 255, (12, 3, 8, 8), dtype=np.uint8)),
                      np.array([0] * 6 + [1] * 6)) for _ in range(2)]
     encoder = _Counting()
-    with diag.cached_features():
-        for seed in (0, 1):
-            probe = oa.Probe(encoder, "gru", 2, hidden=4)
-            oa.train_probe(probe, clips, diag.probe_config(2, 2, 0.05, [1], 8, seed), torch.device("cpu"),
-                           show_progress=False)
-    assert encoder.frames_seen == 24  # every frame of both clips once, not once per probe
-    assert oa._Features.__name__ == "_Features"  # restored after the block
+    feats = diag.shared_features(encoder, clips)
+    for seed in (0, 1):
+        probe = oa.Probe(encoder, "gru", 2, hidden=4)
+        cfg = diag.probe_config(2, 2, 0.05, [1], 8, seed)
+        oa.train_probe(probe, clips, cfg, torch.device("cpu"), show_progress=False, features=feats)
+        oa.predict(probe, clips, cfg, torch.device("cpu"), features=feats)
+    assert encoder.frames_seen == 24  # every frame of both clips once, not once per probe and split
+    with pytest.raises(ValueError, match="same clips and backbone"):
+        oa.predict(oa.Probe(_Counting(), "gru", 2, hidden=4), clips, cfg, torch.device("cpu"), features=feats)
 
 
 def test_each_row_carries_the_majority_class_rate_of_its_test_windows():
@@ -62,8 +65,7 @@ def test_each_row_carries_the_majority_class_rate_of_its_test_windows():
     clips = [oa.Clip("t", i, torch.from_numpy(rng.integers(0, 255, (32, 3, 8, 8), dtype=np.uint8)), lab)
              for i, lab in enumerate(labels)]
     args = argparse.Namespace(probe_seeds=[0], steps=2, batch=2, lr=0.05, milestones=[1], crop=8, centre=False)
-    with diag.cached_features():
-        [row] = diag._probes("test", "stored", _Counting(), clips, clips, 3, args)
+    [row] = diag._probes("test", "stored", _Counting(), clips, clips, 3, args)
     cfg = diag.probe_config(2, 2, 0.05, [1], 8, 0)
     overlap = oa.resolve_overlap(cfg.chunk_len, cfg.overlap)
     windows = [oa.chunk_label(lab[s : s + cfg.chunk_len]) for lab in labels
