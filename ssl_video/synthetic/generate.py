@@ -200,14 +200,18 @@ def take_sync_offsets(seed: int, index: int, num_cameras: int) -> dict[str, int]
 
 
 def render_synced_take(seed: int, index: int, num_cameras: int, num_classes: int, num_frames: int,
-                       size: tuple[int, int], num_distractors: int = 2) -> tuple[dict, dict[str, int]]:
+                       size: tuple[int, int], num_distractors: int = 2,
+                       segment_fraction: tuple[float, float] = (0.4, 0.7)) -> tuple[dict, dict[str, int]]:
     """Take ``index`` of :func:`write_takes` (:func:`~ssl_video.synthetic.render.render_take`'s dict plus ``lead``,
     the frames rendered before the common timeline: its instant ``i`` is rendered frame ``lead + i``) and the
     cameras' sync offsets. Also the ground truth of a written take (its actor's true track, for example)."""
+    low, high = segment_fraction
+    if not 0 < low <= high <= 1:
+        raise ValueError(f"segment_fraction must be 0 < low <= high <= 1, got {segment_fraction}")
     offsets = take_sync_offsets(seed, index, num_cameras)
     lead = max(offsets.values())
     rng = np.random.default_rng(child_seed(seed, 3, index, 2))
-    length = int(rng.integers(round(0.4 * num_frames), round(0.7 * num_frames) + 1))
+    length = int(rng.integers(max(1, round(low * num_frames)), round(high * num_frames) + 1))
     start = int(rng.integers(0, num_frames - length + 1))
     take = render_take(child_seed(seed, 3, index), num_cameras, num_frames + lead, size, action=index % num_classes,
                        num_classes=num_classes, segment=(start + lead, start + length + lead),
@@ -217,9 +221,12 @@ def render_synced_take(seed: int, index: int, num_cameras: int, num_classes: int
 
 def write_takes(root: str | Path, seed: int, num_takes: int = 6, num_cameras: int = 3, num_classes: int = 3,
                 num_frames: int = 48, size: tuple[int, int] = (128, 128),
-                progress: Callable[[], object] | None = None, num_distractors: int = 2) -> Path:
+                progress: Callable[[], object] | None = None, num_distractors: int = 2,
+                segment_fraction: tuple[float, float] = (0.4, 0.7)) -> Path:
     """Multi-view takes ``take-000``…: take ``i`` holds action ``i % num_classes`` once, cameras out of sync;
-    ``num_distractors`` other objects drift in every take the whole time.
+    ``num_distractors`` other objects drift in every take the whole time. The action's segment spans a share of the
+    take drawn uniformly from ``segment_fraction`` (the packer labels its first and last 15 % background too: with
+    the default most windows are background; the judo study's clips, cut around one throw, are mostly action).
 
     Common timeline: ``num_frames`` frames. ``cam<k>.mp4`` has ``num_frames + sync_offsets[cam<k>]`` frames: its own
     frame ``i + offset`` shows common instant ``i`` (so its first ``offset`` frames precede the timeline and a reader
@@ -230,7 +237,8 @@ def write_takes(root: str | Path, seed: int, num_takes: int = 6, num_cameras: in
 
     def build(tmp: Path) -> None:
         for i in range(num_takes):
-            take, offsets = render_synced_take(seed, i, num_cameras, num_classes, num_frames, size, num_distractors)
+            take, offsets = render_synced_take(seed, i, num_cameras, num_classes, num_frames, size, num_distractors,
+                                               segment_fraction)
             lead = take["lead"]
             folder = tmp / f"take-{i:03d}"
             for k in range(num_cameras):
@@ -243,7 +251,7 @@ def write_takes(root: str | Path, seed: int, num_takes: int = 6, num_cameras: in
 
     info = {"kind": "takes", "seed": seed, "num_takes": num_takes, "num_cameras": num_cameras,
             "classes": list(ACTIONS[:num_classes]), "num_frames": num_frames, "size": size,
-            "num_distractors": num_distractors}
+            "num_distractors": num_distractors, "segment_fraction": list(segment_fraction)}
     return _build_dir(Path(root), info, build)
 
 

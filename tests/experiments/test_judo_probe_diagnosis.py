@@ -75,13 +75,14 @@ def test_each_row_carries_the_majority_class_rate_of_its_test_windows():
 
 
 def _packed_takes(tmp_path, fps: float):
-    """Two synthetic takes (2 cameras, 24 frames of 64² at 25 fps) packed at ``fps`` into ``packs/train``."""
+    """Two synthetic takes (2 cameras, 24 frames of 64² at 25 fps, actions over 60-80 % of each: not the default,
+    so a re-render must read it from the set) packed at ``fps`` into ``packs/train``."""
     from ssl_video.config import PackConfig, SuperpixelConfig
     from ssl_video.packing.shards import pack
     from ssl_video.synthetic.generate import write_takes
 
     takes = write_takes(tmp_path / "takes", seed=5, num_takes=2, num_cameras=2, num_classes=2, num_frames=24,
-                        size=(64, 64))
+                        size=(64, 64), segment_fraction=(0.6, 0.8))
     cfg = PackConfig(kind="takes", input=str(takes), output=str(tmp_path / "packs"), short_side=64, fps=fps,
                      split_ratios=[1.0], max_frames=0)
     pack(cfg, SuperpixelConfig(algos={}), progress=False)
@@ -101,7 +102,7 @@ def test_actor_tracks_follow_the_actor_mask_and_move_when_the_labels_say(tmp_pat
     assert sorted(tracks) == sorted((s["__key__"], v) for s in samples for v in (0, 1))
     for s in samples:
         labels = np.asarray(json.loads(s["json"])["frame_label_idx"])
-        take, _ = render_synced_take(5, int(s["__key__"][-3:]), 2, 2, 24, (64, 64))
+        take, _ = render_synced_take(5, int(s["__key__"][-3:]), 2, 2, 24, (64, 64), segment_fraction=(0.6, 0.8))
         for v in (0, 1):
             track = tracks[(s["__key__"], v)][:, 0].numpy()  # the actor
             assert len(track) == len(labels) >= 27  # 24 frames at 25 fps shown at 30 fps (views trimmed alike)
