@@ -81,14 +81,29 @@ def _pick(requested: str | None, available: list, what: str) -> list:
 # ------------------------------------------------------------------------------------------------------------------
 # Data for the smoke and cpu scales: synthetic sets, packed once per preset
 # ------------------------------------------------------------------------------------------------------------------
-def synthetic_set(out: Path, kind: str, size: str, prepare: bool = True) -> Path:
-    """``tools/make_synthetic.py``'s ``kind`` set (seed 0) under ``out/data/synthetic_<size>``, written once."""
+def synthetic_set(out: Path, kind: str, scale: dict, prepare: bool = True) -> Path:
+    """``tools/make_synthetic.py``'s ``kind`` set (seed 0) at the scale's size and ``synthetic_options`` (per kind,
+    keyword arguments of the set's writer), under ``out/data/synthetic_<name>`` (:func:`synthetic_name`); written
+    once."""
     from ssl_video.synthetic.generate import make_all
 
-    root = out / "data" / f"synthetic_{size}"
+    root = out / "data" / f"synthetic_{synthetic_name(scale)}"
     if prepare and not (root / kind / ".synthetic.json").is_file():
-        make_all(root, seed=0, small=size == "small", what=[kind])
+        try:
+            make_all(root, seed=0, small=scale["synthetic"] == "small", what=[kind],
+                     options=scale.get("synthetic_options"))
+        except ValueError as exc:
+            raise ReproduceError(f"synthetic_options: {exc}") from None
     return root / kind
+
+
+def synthetic_name(scale: dict) -> str:
+    """The scale's size (``small``, ``medium``), plus a hash of its ``synthetic_options`` when it has any: a set is
+    reused only for the same settings."""
+    options = scale.get("synthetic_options")
+    if not options:
+        return scale["synthetic"]
+    return f"{scale['synthetic']}-{hashlib.sha1(json.dumps(options, sort_keys=True).encode()).hexdigest()[:8]}"
 
 
 def packed(out: Path, name: str, source: Path, overrides: list[str], args) -> Path:
@@ -141,10 +156,10 @@ def _data_root(exp: dict, scale: dict, row: str, args, out: Path) -> Path:
     if args.scale == "paper":
         return Path(args.data) / pack if pack else Path(args.data)
     overrides = [*scale["pack"], *(exp.get("packs", {}).get(pack, []) if pack else [])]
-    name = pack_name(scale["synthetic"], pack, overrides)
+    name = pack_name(synthetic_name(scale), pack, overrides)
     if args.list:  # the cells' commands without preparing their data (tests, listings)
         return out / "data" / "packs" / name
-    source = synthetic_set(out, SYNTHETIC_KIND[exp["name"]], scale["synthetic"])
+    source = synthetic_set(out, SYNTHETIC_KIND[exp["name"]], scale)
     return packed(out, name, source, overrides, args)
 
 
@@ -160,7 +175,7 @@ def _cell(exp: dict, scale: dict, row: str, column: str | None, seed: int, folde
     label = f"{row}-{column}" if column else row
     cell = Cell(exp["name"], row, column, seed, str(folder / label / f"seed{seed}"), exp["evaluation"])
     if exp["evaluation"] == "superpixel_benchmark":
-        davis = args.davis or synthetic_set(out, "davis", scale["synthetic"], not args.list)
+        davis = args.davis or synthetic_set(out, "davis", scale, not args.list)
         run = [f"eval.params.runs.{row}.{key}={value}" for key, value in spec.items()]
         # --algos takes every word after it: it goes last, after the overrides
         cell.eval = ["--davis", str(davis), *run, *scale.get("eval", []), "--algos", row]
@@ -183,7 +198,7 @@ def _cell(exp: dict, scale: dict, row: str, column: str | None, seed: int, folde
             cell.extra_evals[name] = ["--shards", str(data), *probe.get(name, []), *scale.get(name, []),
                                       f"train.seed={seed}"]
     else:  # davis
-        davis = args.davis or synthetic_set(out, "davis", scale["synthetic"], not args.list)
+        davis = args.davis or synthetic_set(out, "davis", scale, not args.list)
         cell.eval = ["--davis", str(davis), *scale.get("eval", []), f"train.seed={seed}"]
     return cell
 

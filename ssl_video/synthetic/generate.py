@@ -13,6 +13,7 @@ The renderers (:func:`render_sequence`, :func:`render_take`) live in :mod:`ssl_v
 from __future__ import annotations
 
 import csv
+import inspect
 import json
 import shutil
 import sys
@@ -267,13 +268,20 @@ def _count(kind: str, kw: dict) -> int:
 
 
 def make_all(root: str | Path, seed: int = 0, small: bool = True, what: Sequence[str] = KINDS,
-             progress: bool = False) -> dict[str, Path]:
-    """Write the chosen data sets under ``root/<kind>`` (small or medium size); returns ``{kind: path}``."""
+             progress: bool = False, options: dict[str, dict] | None = None) -> dict[str, Path]:
+    """Write the chosen data sets under ``root/<kind>`` (small or medium size); returns ``{kind: path}``.
+    ``options``: per kind, keyword arguments of its writer over the size's, e.g. ``{"takes": {"num_distractors": 0}}``.
+    """
     what = what.split(",") if isinstance(what, str) else list(what)
     unknown = [w for w in what if w not in KINDS]
     if unknown or not what:
         raise ValueError(f"unknown data set {unknown or list(what)}; choose from {', '.join(KINDS)}")
-    sizes = SIZES["small" if small else "medium"]
+    sizes = {k: {**SIZES["small" if small else "medium"][k], **(options or {}).get(k, {})} for k in what}
+    for k in what:
+        allowed = [n for n in inspect.signature(_WRITERS[k]).parameters if n not in ("root", "seed", "progress")]
+        bad = sorted(set(sizes[k]) - set(allowed))
+        if bad:
+            raise ValueError(f"unknown option {', '.join(bad)} for the {k} set; choose from {', '.join(allowed)}")
     bar = None
     if progress:
         from tqdm import tqdm

@@ -235,6 +235,26 @@ def test_a_pack_is_reused_only_for_the_same_pack_settings():
     assert reproduce.pack_name("medium", None, half).startswith("medium_takes-")
 
 
+def test_a_scales_synthetic_options_make_their_own_set_and_bad_ones_are_named(tmp_path, monkeypatch):
+    """``synthetic_options`` (the set writer's keyword arguments) reach the written set, in a folder of their own, so
+    a set written without them is never reused; an unknown option is a one-line error naming it."""
+    import ssl_video.synthetic.generate as gen
+
+    small = {**gen.SIZES["small"], "takes": {**gen.SIZES["small"]["takes"], "num_takes": 2, "num_frames": 8,
+                                             "size": (32, 32)}}
+    monkeypatch.setitem(gen.SIZES, "small", small)
+    options = {"takes": {"num_distractors": 0, "segment_fraction": [0.9, 1.0]}}
+    plain = reproduce.synthetic_set(tmp_path, "takes", {"synthetic": "small"})
+    chosen = reproduce.synthetic_set(tmp_path, "takes", {"synthetic": "small", "synthetic_options": options})
+    assert plain.parent.name == "synthetic_small" and chosen.parent.name.startswith("synthetic_small-")
+    info = json.loads((chosen / gen.MARKER).read_text())
+    assert (info["num_distractors"], info["segment_fraction"], info["num_takes"]) == (0, [0.9, 1.0], 2)
+    assert json.loads((plain / gen.MARKER).read_text())["num_distractors"] == 2
+    with pytest.raises(reproduce.ReproduceError, match="unknown option num_distracters for the takes set"):
+        reproduce.synthetic_set(tmp_path, "takes", {"synthetic": "small",
+                                                    "synthetic_options": {"takes": {"num_distracters": 0}}})
+
+
 def test_judo_cells_report_the_majority_class_baseline(tmp_path):
     from ssl_video.experiments.cells import read_numbers
 
