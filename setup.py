@@ -20,7 +20,8 @@ atexit.register(shutil.rmtree, OUT_OF_TREE, ignore_errors=True)
 # torch path does
 SLIC_KERNEL = Extension(
     "ssl_video.superpixels._slic",
-    sources=["ssl_video/superpixels/_slic.c"],
+    sources=["ssl_video/superpixels/_slic.c", "ssl_video/superpixels/_slic_connectivity.c"],
+    depends=["ssl_video/superpixels/_slic.h"],
     extra_compile_args=[] if sys.platform == "win32" else ["-O3", "-ffp-contract=off"],
     optional=True,
 )

@@ -62,6 +62,8 @@ def test_the_installed_package_is_the_wheel_with_its_configs(venv, tmp_path):
     module, configs = proc.stdout.split()
     assert module.startswith(str(venv)) and (Path(configs) / "base.yaml").is_file()
     assert (Path(configs) / "launch" / "slurm.yaml").is_file()
+    proc = _run(venv, tmp_path, "python", "-c", "from ssl_video.superpixels import kernel; print(kernel.cpu_kernel())")
+    assert proc.stdout.strip() == "C kernel", proc.stdout + proc.stderr  # the wheel built slic_fast's C sources
 
 
 def test_every_console_script_prints_help(venv, tmp_path):
