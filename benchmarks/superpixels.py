@@ -39,20 +39,15 @@ DEFAULT_CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips
 def real_frames(clips: Path, per_clip: int = 8, size: int = 256) -> np.ndarray:
     """``(N, size, size, 3)`` uint8: ``per_clip`` frames spread over each video, short side ``size``, centre crop."""
     import av
-    import torch.nn.functional as F
+    from torchvision.transforms.v2 import functional as TF
 
     out = []
     for path in sorted(p for p in clips.iterdir() if p.suffix in (".mp4", ".avi", ".mkv", ".mov")):
         with av.open(str(path)) as container:
             frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
         for i in np.linspace(0, len(frames) - 1, per_clip).round().astype(int):
-            x = torch.from_numpy(frames[i]).permute(2, 0, 1)[None].float()
-            scale = size / min(x.shape[-2:])
-            x = F.interpolate(x, size=[max(size, round(s * scale)) for s in x.shape[-2:]], mode="bilinear",
-                              antialias=True, align_corners=False)
-            top, left = (x.shape[-2] - size) // 2, (x.shape[-1] - size) // 2
-            crop = x[0, :, top:top + size, left:left + size].round().clamp(0, 255).to(torch.uint8)
-            out.append(crop.permute(1, 2, 0).numpy())
+            x = TF.resize(torch.from_numpy(frames[i]).permute(2, 0, 1), size, antialias=True)  # short side
+            out.append(TF.center_crop(x, size).permute(1, 2, 0).numpy())
     if not out:
         raise SystemExit(f"error: no videos in {clips}")
     return np.ascontiguousarray(np.stack(out))
