@@ -67,7 +67,7 @@ def object_tracks(takes_root: str | Path, shards: str | Path) -> dict[tuple[str,
     set's seed and sizes)."""
     import numpy as np
 
-    from ssl_video.synthetic.generate import FPS, MARKER, render_synced_take
+    from ssl_video.synthetic.generate import FPS, MARKER, SEGMENT_FRACTION, render_synced_take
 
     info = json.loads((Path(takes_root) / MARKER).read_text())
     samples, _ = oa.read_samples(shards)
@@ -77,7 +77,7 @@ def object_tracks(takes_root: str | Path, shards: str | Path) -> dict[tuple[str,
         index = int(sample["__key__"].rsplit("-", 1)[1])
         take, _ = render_synced_take(info["seed"], index, info["num_cameras"], len(info["classes"]),
                                      info["num_frames"], tuple(info["size"]), info.get("num_distractors", 2),
-                                     tuple(info.get("segment_fraction", (0.4, 0.7))))
+                                     tuple(info.get("segment_fraction", SEGMENT_FRACTION)))
         k = np.arange(len(meta["frame_label_idx"]))  # packed frame k shows the source frame on screen at (k+½)/fps
         source = np.minimum(np.floor((k + 0.5) * FPS / meta["fps"]).astype(int), info["num_frames"] - 1)
         x, y, angle, scale = np.moveaxis(take["object_state"][take["lead"] + source], -1, 0)  # each (T, N)

@@ -33,13 +33,14 @@ from ssl_video.synthetic.render import (
 )
 
 __all__ = [
-    "ACTIONS", "FPS", "SIZES", "child_seed", "davis_palette", "make_all", "make_sequence_scene", "main",
-    "render_sequence", "render_take", "take_sync_offsets", "write_davis", "write_kinetics", "write_takes",
+    "ACTIONS", "FPS", "SEGMENT_FRACTION", "SIZES", "child_seed", "davis_palette", "make_all", "make_sequence_scene",
+    "main", "render_sequence", "render_take", "take_sync_offsets", "write_davis", "write_kinetics", "write_takes",
     "write_video",
 ]
 
 FPS = 25
 MARKER = ".synthetic.json"
+SEGMENT_FRACTION = (0.4, 0.7)  # a take's action spans 40-70 % of it: the sets written before the option existed
 KINDS = ("davis", "kinetics", "takes")
 SIZES = {  # per size, the keyword arguments of each writer; "small" must stay fast (built by test session fixtures)
     "small": {
@@ -202,7 +203,7 @@ def take_sync_offsets(seed: int, index: int, num_cameras: int) -> dict[str, int]
 
 def render_synced_take(seed: int, index: int, num_cameras: int, num_classes: int, num_frames: int,
                        size: tuple[int, int], num_distractors: int = 2,
-                       segment_fraction: tuple[float, float] = (0.4, 0.7)) -> tuple[dict, dict[str, int]]:
+                       segment_fraction: tuple[float, float] = SEGMENT_FRACTION) -> tuple[dict, dict[str, int]]:
     """Take ``index`` of :func:`write_takes` (:func:`~ssl_video.synthetic.render.render_take`'s dict plus ``lead``,
     the frames rendered before the common timeline: its instant ``i`` is rendered frame ``lead + i``) and the
     cameras' sync offsets. Also the ground truth of a written take (its actor's true track, for example)."""
@@ -223,7 +224,7 @@ def render_synced_take(seed: int, index: int, num_cameras: int, num_classes: int
 def write_takes(root: str | Path, seed: int, num_takes: int = 6, num_cameras: int = 3, num_classes: int = 3,
                 num_frames: int = 48, size: tuple[int, int] = (128, 128),
                 progress: Callable[[], object] | None = None, num_distractors: int = 2,
-                segment_fraction: tuple[float, float] = (0.4, 0.7)) -> Path:
+                segment_fraction: tuple[float, float] = SEGMENT_FRACTION) -> Path:
     """Multi-view takes ``take-000``…: take ``i`` holds action ``i % num_classes`` once, cameras out of sync;
     ``num_distractors`` other objects drift in every take the whole time. The action's segment spans a share of the
     take drawn uniformly from ``segment_fraction`` (the packer labels its first and last 15 % background too: with
