@@ -103,7 +103,12 @@ def synthetic_name(scale: dict) -> str:
     options = scale.get("synthetic_options")
     if not options:
         return scale["synthetic"]
-    return f"{scale['synthetic']}-{hashlib.sha1(json.dumps(options, sort_keys=True).encode()).hexdigest()[:8]}"
+    return f"{scale['synthetic']}-{_digest(options)}"
+
+
+def _digest(settings) -> str:
+    """8 hex digits naming a set of settings (JSON, keys sorted): the folder of data made with them."""
+    return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def packed(out: Path, name: str, source: Path, overrides: list[str], args) -> Path:
@@ -166,8 +171,7 @@ def _data_root(exp: dict, scale: dict, row: str, args, out: Path) -> Path:
 def pack_name(synthetic: str, pack: str | None, overrides: list[str]) -> str:
     """``<synthetic>_<pack>-<hash of the pack overrides>``: a pack is reused only for the same settings (e.g. the cpu
     scale's split ratios), never silently stale after the config changed."""
-    digest = hashlib.sha1(json.dumps(overrides).encode()).hexdigest()[:8]
-    return f"{synthetic}_{pack or 'takes'}-{digest}"
+    return f"{synthetic}_{pack or 'takes'}-{_digest(overrides)}"
 
 
 def _cell(exp: dict, scale: dict, row: str, column: str | None, seed: int, folder: Path, args, out: Path) -> Cell:

@@ -277,19 +277,20 @@ def make_all(root: str | Path, seed: int = 0, small: bool = True, what: Sequence
     unknown = [w for w in what if w not in KINDS]
     if unknown or not what:
         raise ValueError(f"unknown data set {unknown or list(what)}; choose from {', '.join(KINDS)}")
-    sizes = {k: {**SIZES["small" if small else "medium"][k], **(options or {}).get(k, {})} for k in what}
+    # per kind, its writer's keyword arguments: the size's, then the options
+    kwargs = {k: {**SIZES["small" if small else "medium"][k], **(options or {}).get(k, {})} for k in what}
     for k in what:
         allowed = [n for n in inspect.signature(_WRITERS[k]).parameters if n not in ("root", "seed", "progress")]
-        bad = sorted(set(sizes[k]) - set(allowed))
+        bad = sorted(set(kwargs[k]) - set(allowed))
         if bad:
             raise ValueError(f"unknown option {', '.join(bad)} for the {k} set; choose from {', '.join(allowed)}")
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=sum(_count(k, sizes[k]) for k in what), desc="make_synthetic", unit="item", file=sys.stderr)
+        bar = tqdm(total=sum(_count(k, kwargs[k]) for k in what), desc="make_synthetic", unit="item", file=sys.stderr)
     try:
-        return {k: _WRITERS[k](Path(root) / k, seed, **sizes[k], progress=bar and bar.update) for k in what}
+        return {k: _WRITERS[k](Path(root) / k, seed, **kwargs[k], progress=bar and bar.update) for k in what}
     finally:
         if bar is not None:
             bar.close()
