@@ -1,16 +1,18 @@
 """What several test modules share (tests never import each other): small configs, a plain training loop,
-multi-process gloo runs, a fake training checkpoint."""
+multi-process gloo runs, a fake training checkpoint, a clip whose pixels say where they are."""
 
 from __future__ import annotations
 
 import os
 import socket
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from ssl_video.config import load_config
+from ssl_video.eval.take_clips import Clip
 
 
 def small_config(method: str, *extra: str, batch_size: int = 4, num_frames: int = 2):
@@ -62,3 +64,10 @@ def tiny_train_args(shards, out_dir, steps: int, *extra: str) -> list[str]:
             "data.epoch_length=4", "data.shuffle_buffer=4", "train.device=cpu", "train.batch_size=2",
             f"train.steps={steps}", f"train.out_dir={out_dir}", "train.log_every=1", "train.image_every=0",
             "train.ckpt_every=100", "data.max_superpixels=32", *extra]  # fmt: skip
+
+
+def coded_clip(frames: int = 10, side: int = 20, crop: int = 16) -> Clip:
+    """Every pixel's value says where it is: frame t, row y, column x -> (t, y, x) in the three channels."""
+    t, y, x = np.meshgrid(np.arange(frames), np.arange(side), np.arange(side), indexing="ij")
+    pixels = torch.from_numpy(np.stack([t, y, x], axis=1).astype(np.uint8))
+    return Clip("take", 0, pixels, np.zeros(frames, np.int64), crop)

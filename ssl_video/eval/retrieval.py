@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssl_video.eval.online_action import Clip, load_clips, resolve_overlap, window_starts
+from ssl_video.eval.take_clips import Clip, load_clips, resolve_overlap, window_starts
 from ssl_video.models.backbones import pooled_features as pooled
 from ssl_video.normalise import normalise
 

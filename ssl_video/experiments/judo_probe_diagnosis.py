@@ -5,7 +5,7 @@
     python -m ssl_video.experiments.judo_probe_diagnosis --shards packs/takes24_half --decode-track takes24 \\
         --encoders track:takes24 random:0:cifar ckpt:runs/.../step_00000400.pt   # what the features hold
 
-Loads the take shards' ``train/`` and ``test/`` clips once (``eval.online_action.load_clips``) and, for each encoder
+Loads the take shards' ``train/`` and ``test/`` clips once (``eval.take_clips.load_clips``) and, for each encoder
 and BN protocol, trains the GRU probe of :mod:`ssl_video.eval.online_action` on the cached per-frame features (the
 probe's own ``train_probe`` / ``predict``, centre windows, no augmentation) with every probe seed. Encoders:
 
@@ -43,6 +43,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from ssl_video.eval import online_action as oa
+from ssl_video.eval import take_clips as tc
 from ssl_video.normalise import normalise
 
 
@@ -70,7 +71,7 @@ def object_tracks(takes_root: str | Path, shards: str | Path) -> dict[tuple[str,
     from ssl_video.synthetic.generate import FPS, MARKER, SEGMENT_FRACTION, render_synced_take
 
     info = json.loads((Path(takes_root) / MARKER).read_text())
-    samples, _ = oa.read_samples(shards)
+    samples, _ = tc.read_samples(shards)
     tracks = {}
     for sample in samples:
         meta = json.loads(sample["json"])
@@ -89,7 +90,7 @@ def object_tracks(takes_root: str | Path, shards: str | Path) -> dict[tuple[str,
     return tracks
 
 
-def actor_features(tracks: dict, clips: list[oa.Clip]) -> dict[int, torch.Tensor]:
+def actor_features(tracks: dict, clips: list[tc.Clip]) -> dict[int, torch.Tensor]:
     """The :class:`TrackEncoder`'s features: clip ``i`` -> its actor's ``(T, 5)`` track from :func:`object_tracks`."""
     return {i: tracks[(c.take, c.view)][: len(c.frames), 0] for i, c in enumerate(clips)}
 
@@ -130,7 +131,7 @@ def build_encoder(spec: str) -> nn.Module:
     raise ValueError(f"unknown encoder '{spec}' (random:<seed>[:cifar], ckpt:<path>, pixels:<side>, track:<takes>)")
 
 
-def shared_features(encoder: nn.Module, clips: list[oa.Clip], centre: bool = False,
+def shared_features(encoder: nn.Module, clips: list[tc.Clip], centre: bool = False,
                     tracks: dict | None = None) -> oa.ChunkFeatures:
     """The frozen ``encoder``'s per-frame features of ``clips``, computed once: every probe seed then reuses them
     (``features=`` of :func:`~ssl_video.eval.online_action.train_probe` and ``predict``). ``centre``: each clip's
@@ -145,7 +146,7 @@ def shared_features(encoder: nn.Module, clips: list[oa.Clip], centre: bool = Fal
     return feats
 
 
-def precise_bn(encoder: nn.Module, clips: list[oa.Clip], chunk: int = 64) -> int:
+def precise_bn(encoder: nn.Module, clips: list[tc.Clip], chunk: int = 64) -> int:
     """Re-estimate the encoder's BN statistics on the centre windows of every frame of ``clips``."""
     from ssl_video.eval.common import recompute_bn_stats
 
@@ -201,13 +202,13 @@ def _ridge_r2(fit: dict, held: dict, kx: int, ky: int) -> tuple[float, float]:
     return score(data(fit, takes), data(held, sorted(held)), lam), lam
 
 
-def decode_track(encoder: nn.Module, train: list[oa.Clip], test: list[oa.Clip], tracks: dict) -> dict:
+def decode_track(encoder: nn.Module, train: list[tc.Clip], test: list[tc.Clip], tracks: dict) -> dict:
     """How much of the actor's true track a linear map reads from the frame features (the centre windows the probe
     sees): ridge regression to the actor's x, y in the view (``r2_position``) and, from the difference of two
     consecutive frames' features, to its displacement (``r2_motion``: what the probe needs); for comparison, to the
     distractors' x, y (``r2_distractors``: objects that move all the time but carry no label). Fitted on the
     training takes, λ chosen by two-fold cross-validation over them (folds by take), R² on the test takes."""
-    def rows(clips: list[oa.Clip]) -> dict:
+    def rows(clips: list[tc.Clip]) -> dict:
         if isinstance(encoder, TrackEncoder):  # the ceiling: the track itself, no pass over the frames
             feats = actor_features(tracks, clips)
         else:
@@ -230,7 +231,7 @@ def decode_track(encoder: nn.Module, train: list[oa.Clip], test: list[oa.Clip], 
     return out
 
 
-def evaluate(spec: str, bn: str, train: list[oa.Clip], test: list[oa.Clip], num_classes: int, args) -> list[dict]:
+def evaluate(spec: str, bn: str, train: list[tc.Clip], test: list[tc.Clip], num_classes: int, args) -> list[dict]:
     encoder = build_encoder(spec)
     if bn == "precise":
         if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in encoder.modules()):
@@ -289,8 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="append the rows as JSON lines here")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    train, classes = oa.load_clips(Path(args.shards) / "train", args.crop, oa.CROP_FRACTION)
-    test, _ = oa.load_clips(Path(args.shards) / args.test_split, args.crop, oa.CROP_FRACTION)
+    train, classes = tc.load_clips(Path(args.shards) / "train", args.crop, tc.CROP_FRACTION)
+    test, _ = tc.load_clips(Path(args.shards) / args.test_split, args.crop, tc.CROP_FRACTION)
     num_classes = max(len(classes), 1 + max(int(c.labels.max()) for c in train + test))
     print(f"{len(train)} train clips, {len(test)} test clips, {num_classes} classes", flush=True)
     for spec in args.encoders:

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssl_video.eval import online_action as oa
+from ssl_video.eval import take_clips as tc
 from ssl_video.experiments import judo_probe_diagnosis as diag
 
 
@@ -42,7 +43,7 @@ class _Counting(nn.Module):
 
 def test_probes_of_one_encoder_share_one_pass_over_the_frames():
     rng = np.random.default_rng(0)
-    clips = [oa.Clip("t", 0, torch.from_numpy(rng.integers(0, 255, (12, 3, 8, 8), dtype=np.uint8)),
+    clips = [tc.Clip("t", 0, torch.from_numpy(rng.integers(0, 255, (12, 3, 8, 8), dtype=np.uint8)),
                      np.array([0] * 6 + [1] * 6)) for _ in range(2)]
     encoder = _Counting()
     feats = diag.shared_features(encoder, clips)
@@ -62,14 +63,14 @@ def test_each_row_carries_the_majority_class_rate_of_its_test_windows():
 
     rng = np.random.default_rng(1)
     labels = [np.array([0] * 20 + [2] * 12), np.array([1] * 16 + [0] * 16)]
-    clips = [oa.Clip("t", i, torch.from_numpy(rng.integers(0, 255, (32, 3, 8, 8), dtype=np.uint8)), lab)
+    clips = [tc.Clip("t", i, torch.from_numpy(rng.integers(0, 255, (32, 3, 8, 8), dtype=np.uint8)), lab)
              for i, lab in enumerate(labels)]
     args = argparse.Namespace(probe_seeds=[0], steps=2, batch=2, lr=0.05, milestones=[1], crop=8, centre=False)
     [row] = diag._probes("test", "stored", _Counting(), clips, clips, 3, args)
     cfg = diag.probe_config(2, 2, 0.05, [1], 8, 0)
-    overlap = oa.resolve_overlap(cfg.chunk_len, cfg.overlap)
-    windows = [oa.chunk_label(lab[s : s + cfg.chunk_len]) for lab in labels
-               for s in oa.window_starts(len(lab), cfg.chunk_len, overlap)]
+    overlap = tc.resolve_overlap(cfg.chunk_len, cfg.overlap)
+    windows = [tc.chunk_label(lab[s : s + cfg.chunk_len]) for lab in labels
+               for s in tc.window_starts(len(lab), cfg.chunk_len, overlap)]
     assert row["majority"] == round(100 * max(np.bincount(windows)) / len(windows), 2)
     assert 0 < row["majority"] < 100
 
@@ -98,7 +99,7 @@ def test_actor_tracks_follow_the_actor_mask_and_move_when_the_labels_say(tmp_pat
 
     takes, shards = _packed_takes(tmp_path, fps=30.0)
     tracks = diag.object_tracks(takes, shards)
-    samples, _ = oa.read_samples(shards)
+    samples, _ = tc.read_samples(shards)
     assert sorted(tracks) == sorted((s["__key__"], v) for s in samples for v in (0, 1))
     for s in samples:
         labels = np.asarray(json.loads(s["json"])["frame_label_idx"])
@@ -136,7 +137,7 @@ def test_decode_track_reads_a_linear_code_of_the_track_and_not_noise():
             key = (f"take-{t:03d}", v)
             tracks[key] = track
             codes[key] = track[:, 0, :2] @ mix + 0.01 * torch.from_numpy(rng.normal(size=(40, 16))).float()
-            clips.append(oa.Clip(key[0], v, torch.zeros(40, 3, 4, 4, dtype=torch.uint8), np.zeros(40, np.int64)))
+            clips.append(tc.Clip(key[0], v, torch.zeros(40, 3, 4, 4, dtype=torch.uint8), np.zeros(40, np.int64)))
 
     class Lookup(nn.Module):  # returns the code of the clip being encoded (features are computed clip by clip)
         out_dim = 16
