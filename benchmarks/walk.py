@@ -136,7 +136,7 @@ def peak_tflops(args) -> float | None:
     return device_peak(torch.cuda.get_device_name())
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", nargs="+", default=["walk_patch", "walk_superpixel"])
     parser.add_argument("--size", type=int, default=128, help="square crop side")
@@ -155,39 +155,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default="", help="also write the results here")
     parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
     parser.add_argument("--worker-batch", type=int, default=0, help=argparse.SUPPRESS)
-    argv = sys.argv[1:] if argv is None else argv
-    args = parser.parse_args(argv)
-    try:
-        device = resolve_device(args.device).type
-    except ConfigError as exc:
-        print(f"error: --device: {exc}", file=sys.stderr)
-        return 2
-    try:
-        if args.worker:
-            print(json.dumps(run_steps(args.worker, args.worker_batch, args, "cpu", count_flops=True)))
-            return 0
-        skip = {"--worker", "--worker-batch", "--json"}
-        args.passthrough = [a for i, a in enumerate(argv) if a not in skip and (i == 0 or argv[i - 1] not in skip)]
-        args.passthrough += ["--device", "cpu"]
-        budget = int(args.budget_gb * 2**30)
-        rows = []
-        for method in tqdm(args.methods, desc="bench_walk", unit="method"):
-            if device == "cuda":
-                row = run_steps(method, args.batch, args, "cuda", count_flops=True)
-                row["largest_batch"] = cuda_largest_batch(method, args, budget)
-                row["largest_batch_kind"] = "measured"
-            else:
-                row = cpu_measure(method, args.batch, args)
-                double = cpu_measure(method, 2 * args.batch, args)
-                per_clip = max(double["peak_bytes"] - row["peak_bytes"], 1) / args.batch
-                fixed = row["peak_bytes"] - per_clip * args.batch
-                row["largest_batch"] = max(int((budget - fixed) // per_clip), 0)
-                row["largest_batch_kind"] = "est."
-            rows.append(row)
-    except (ConfigError, ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    return parser
 
+
+def measure_row(method: str, args, device: str, budget: int) -> dict:
+    """One method's step at ``args.batch`` and its largest batch in ``budget`` bytes: measured on CUDA; on CPU
+    estimated from the peak memory at the batch and twice it (linear in the batch)."""
+    if device == "cuda":
+        row = run_steps(method, args.batch, args, "cuda", count_flops=True)
+        row["largest_batch"], row["largest_batch_kind"] = cuda_largest_batch(method, args, budget), "measured"
+        return row
+    row = cpu_measure(method, args.batch, args)
+    double = cpu_measure(method, 2 * args.batch, args)
+    per_clip = (double["peak_bytes"] - row["peak_bytes"]) / args.batch
+    if per_clip < 2**16:  # the peak did not grow with the batch (tiny clips, allocator reuse): no estimate
+        row["largest_batch"], row["largest_batch_kind"] = "?", "est."
+        return row
+    fixed = row["peak_bytes"] - per_clip * args.batch
+    row["largest_batch"], row["largest_batch_kind"] = max(int((budget - fixed) // per_clip), 0), "est."
+    return row
+
+
+def print_table(rows: list[dict], args, device: str) -> None:
     peak = peak_tflops(args) if device == "cuda" else None
     dtype = "bf16 autocast" if device == "cuda" and not args.fp32 else "fp32"
     where = torch.cuda.get_device_name() if device == "cuda" else f"{torch.get_num_threads()} threads"
@@ -205,17 +194,40 @@ def main(argv: list[str] | None = None) -> int:
         else:
             line += f"{r['cpu_s']:>9.3f}"
         print(line)
-    if len(rows) >= 2:
-        by = {r["method"]: r for r in rows}
-        if {"walk_patch", "walk_superpixel"} <= set(by):
-            ratio = by["walk_superpixel"]["step_s"] / by["walk_patch"]["step_s"]
-            print(f"walk_superpixel / walk_patch step time: {ratio:.2f} (goal <= 0.5)")
-            if device != "cuda":
-                cpu_ratio = by["walk_superpixel"]["cpu_s"] / by["walk_patch"]["cpu_s"]
-                print(f"walk_superpixel / walk_patch CPU time per step: {cpu_ratio:.2f} (less load-sensitive)")
-            if by["walk_patch"]["flops"] and by["walk_superpixel"]["flops"]:
-                flop_ratio = by["walk_superpixel"]["flops"] / by["walk_patch"]["flops"]
-                print(f"walk_superpixel / walk_patch FLOPs per step: {flop_ratio:.2f} (timing-noise free)")
+    by = {r["method"]: r for r in rows}
+    if {"walk_patch", "walk_superpixel"} <= set(by):
+        ratio = by["walk_superpixel"]["step_s"] / by["walk_patch"]["step_s"]
+        print(f"walk_superpixel / walk_patch step time: {ratio:.2f} (goal <= 0.5)")
+        if device != "cuda":
+            cpu_ratio = by["walk_superpixel"]["cpu_s"] / by["walk_patch"]["cpu_s"]
+            print(f"walk_superpixel / walk_patch CPU time per step: {cpu_ratio:.2f} (less load-sensitive)")
+        if by["walk_patch"]["flops"] and by["walk_superpixel"]["flops"]:
+            flop_ratio = by["walk_superpixel"]["flops"] / by["walk_patch"]["flops"]
+            print(f"walk_superpixel / walk_patch FLOPs per step: {flop_ratio:.2f} (timing-noise free)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser().parse_args(argv)
+    try:
+        device = resolve_device(args.device).type
+    except ConfigError as exc:
+        print(f"error: --device: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.worker:
+            print(json.dumps(run_steps(args.worker, args.worker_batch, args, "cpu", count_flops=True)))
+            return 0
+        skip = {"--worker", "--worker-batch", "--json"}
+        args.passthrough = [a for i, a in enumerate(argv) if a not in skip and (i == 0 or argv[i - 1] not in skip)]
+        args.passthrough += ["--device", "cpu"]
+        budget = int(args.budget_gb * 2**30)
+        rows = [measure_row(method, args, device, budget)
+                for method in tqdm(args.methods, desc="bench_walk", unit="method")]
+    except (ConfigError, ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print_table(rows, args, device)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     return 0

@@ -236,6 +236,52 @@ def warp_view(world: np.ndarray, world_to_view: np.ndarray, size: tuple[int, int
     return top * (1 - fy) + bottom * fy
 
 
+def _take_sprites(rng: np.random.Generator, num_frames: int, size: tuple[int, int], margin: int,
+                  num_distractors: int, action: int, segment: tuple[int, int]) -> list:
+    """The actor (first: still outside ``segment``, the class's motion inside it) and the drifting distractors."""
+    (h, w), (start, end) = size, segment
+    t = np.arange(num_frames, dtype=np.float64)
+    colors = _palette(rng, num_distractors + 1)
+    sprites = []
+    for k in range(num_distractors + 1):
+        radius = rng.uniform(0.09, 0.13) * min(h, w)
+        side = (0.2, 0.8)[k % 2] if k else 0.5  # distractors left and right of the actor: they overlap it rarely
+        x0, y0 = margin + w * (side + rng.uniform(-0.08, 0.08)), margin + h * rng.uniform(0.3, 0.7)
+        amp, freq, ph = rng.uniform(0.02, 0.06) * min(h, w), rng.uniform(0.01, 0.03), rng.uniform(0, 2 * np.pi, 2)
+        pose = {"x": x0 + amp * np.sin(2 * np.pi * freq * t + ph[0]),
+                "y": y0 + amp * np.cos(2 * np.pi * freq * t + ph[1]),
+                "angle": np.full(num_frames, rng.uniform(0, 2 * np.pi)), "scale": np.ones(num_frames)}
+        if k == 0:
+            pose["x"], pose["y"] = np.full(num_frames, margin + w / 2.0), np.full(num_frames, margin + h * 0.55)
+            progress = np.clip((t - start) / (end - start), 0, 1)
+            d = action_offsets(action, progress, amplitude=0.16 * min(h, w))
+            pose["x"], pose["y"] = pose["x"] + d[:, 0], pose["y"] + d[:, 1]
+            pose["angle"], pose["scale"] = pose["angle"] + d[:, 2], d[:, 3]
+        sprites.append(_sprite(rng, k + 1, colors[k], radius, pose))
+    return sprites
+
+
+def _camera_views(rng: np.random.Generator, world: np.ndarray, world_masks: np.ndarray, num_cameras: int,
+                  size: tuple[int, int], margin: int) -> tuple[list, list, list, tuple]:
+    """Each camera's view of the world (homography, gain, bias, noise), its nearest-pixel object masks, its
+    homography, and the cameras' ``(gain, bias, noise_std)``."""
+    (h, w), (num_frames, hw, ww) = size, world_masks.shape
+    world_f = world.astype(np.float32)
+    views, masks, homs = [], [], []
+    gain, bias = rng.uniform(0.75, 1.25, num_cameras), rng.uniform(-20, 20, num_cameras)
+    noise = rng.uniform(2, 5, num_cameras)
+    for v in range(num_cameras):
+        hom = _camera(rng, h, w, margin)
+        view = warp_view(world_f, hom, (h, w)) * gain[v] + bias[v] + rng.normal(0, noise[v], (num_frames, h, w, 3))
+        views.append(np.clip(np.rint(view), 0, 255).astype(np.uint8))
+        pts = np.stack([*np.mgrid[0:h, 0:w][::-1] + 0.5, np.ones((h, w))], -1) @ np.linalg.inv(hom).T
+        mx = np.clip((pts[..., 0] / pts[..., 2]).astype(np.intp), 0, ww - 1)
+        my = np.clip((pts[..., 1] / pts[..., 2]).astype(np.intp), 0, hw - 1)
+        masks.append(world_masks[:, my, mx])
+        homs.append(hom)
+    return views, masks, homs, (gain, bias, noise)
+
+
 def render_take(seed: int, num_cameras: int = 3, num_frames: int = 48, size: tuple[int, int] = (128, 128),
                 action: int = 0, num_classes: int = 3, segment: tuple[int, int] | None = None,
                 num_distractors: int = 2) -> dict:
@@ -271,40 +317,10 @@ def render_take(seed: int, num_cameras: int = 3, num_frames: int = 48, size: tup
     margin = int(np.ceil(max(h, w) / 8))
     hw, ww = h + 2 * margin, w + 2 * margin
     background = _background(rng, num_frames, hw, ww, pan=0.0)
-    t = np.arange(num_frames, dtype=np.float64)
-    colors = _palette(rng, num_distractors + 1)
-    sprites = []
-    for k in range(num_distractors + 1):
-        radius = rng.uniform(0.09, 0.13) * min(h, w)
-        side = (0.2, 0.8)[k % 2] if k else 0.5  # distractors left and right of the actor: they overlap it rarely
-        x0, y0 = margin + w * (side + rng.uniform(-0.08, 0.08)), margin + h * rng.uniform(0.3, 0.7)
-        amp, freq, ph = rng.uniform(0.02, 0.06) * min(h, w), rng.uniform(0.01, 0.03), rng.uniform(0, 2 * np.pi, 2)
-        pose = {"x": x0 + amp * np.sin(2 * np.pi * freq * t + ph[0]),
-                "y": y0 + amp * np.cos(2 * np.pi * freq * t + ph[1]),
-                "angle": np.full(num_frames, rng.uniform(0, 2 * np.pi)), "scale": np.ones(num_frames)}
-        if k == 0:  # the actor: still outside the segment, the class's motion inside it
-            pose["x"], pose["y"] = np.full(num_frames, margin + w / 2.0), np.full(num_frames, margin + h * 0.55)
-            progress = np.clip((t - start) / (end - start), 0, 1)
-            d = action_offsets(action, progress, amplitude=0.16 * min(h, w))
-            pose["x"], pose["y"] = pose["x"] + d[:, 0], pose["y"] + d[:, 1]
-            pose["angle"], pose["scale"] = pose["angle"] + d[:, 2], d[:, 3]
-        sprites.append(_sprite(rng, k + 1, colors[k], radius, pose))
+    sprites = _take_sprites(rng, num_frames, (h, w), margin, num_distractors, action, (start, end))
     world, world_masks = draw(background, sprites[::-1])  # actor drawn last: always visible
     state = np.stack([np.stack([s.x, s.y, s.angle, s.scale], -1) for s in sprites], axis=1)
-
-    world_f = world.astype(np.float32)
-    views, masks, homs = [], [], []
-    gain, bias = rng.uniform(0.75, 1.25, num_cameras), rng.uniform(-20, 20, num_cameras)
-    noise = rng.uniform(2, 5, num_cameras)
-    for v in range(num_cameras):
-        hom = _camera(rng, h, w, margin)
-        view = warp_view(world_f, hom, (h, w)) * gain[v] + bias[v] + rng.normal(0, noise[v], (num_frames, h, w, 3))
-        views.append(np.clip(np.rint(view), 0, 255).astype(np.uint8))
-        pts = np.stack([*np.mgrid[0:h, 0:w][::-1] + 0.5, np.ones((h, w))], -1) @ np.linalg.inv(hom).T
-        mx = np.clip((pts[..., 0] / pts[..., 2]).astype(np.intp), 0, ww - 1)
-        my = np.clip((pts[..., 1] / pts[..., 2]).astype(np.intp), 0, hw - 1)
-        masks.append(world_masks[:, my, mx])
-        homs.append(hom)
+    views, masks, homs, (gain, bias, noise) = _camera_views(rng, world, world_masks, num_cameras, (h, w), margin)
     return {
         "frames": np.stack(views), "masks": np.stack(masks), "object_state": state, "world_to_view": np.stack(homs),
         "gain": gain, "bias": bias, "noise_std": noise, "actor_colors": sprites[0].colors, "segment": (start, end),
