@@ -52,6 +52,41 @@ def _picture(sample: dict, meta: dict, algo: str | None, num_frames: int) -> np.
     return np.concatenate(rows, axis=0)
 
 
+def print_shards(folder: Path, manifest: dict, verify: bool) -> int:
+    """One line per shard (checksum checked unless ``verify`` is false), truncated and failed inputs; returns how
+    many shards are missing or fail their checksum."""
+    bad = 0
+    for shard in manifest["shards"]:
+        path = folder / shard["name"]
+        if not verify:
+            status = "present" if path.is_file() else "MISSING"
+        else:
+            status = "MISSING" if not path.is_file() else ("ok" if sha256_file(path) == shard["sha256"] else "BAD")
+        bad += status in ("MISSING", "BAD")
+        print(f"  {shard['name']}  {shard['samples']:5d} samples  sha256 {shard['sha256'][:12]}…  {status}")
+    for t in manifest.get("truncated", []):  # tool_version >= 1.1
+        print(f"  truncated: {t['input']}: {t['frames']} of {t['declared_frames']} declared frames")
+    for failed in manifest["failed"]:
+        print(f"  failed: {failed['input']}: {failed['reason']}")
+    return bad
+
+
+def print_sample(index: int, key: str, meta: dict) -> None:
+    """A sample's metadata, its superpixel maps and its frame labels as runs ``name [start, end)``."""
+    shown = {k: v for k, v in meta.items() if k not in ("frame_labels", "frame_label_idx", "superpixels")}
+    print(f"sample {index}: key {key}: {json.dumps(shown, sort_keys=True)}")
+    for algo, sp in meta["superpixels"].items():
+        print(f"  superpixels {algo}: {len(sp['frame_index'])} frames (stride "
+              f"{sp['frame_index'][1] - sp['frame_index'][0] if len(sp['frame_index']) > 1 else '-'}), {sp['params']}")
+    if "frame_labels" in meta:
+        runs, prev = [], None
+        for i, name in enumerate(meta["frame_labels"] + [None]):
+            if name != prev:
+                runs.append([name, i])
+                prev = name
+        print("  frame labels: " + ", ".join(f"{a[0]} [{a[1]}, {b[1]})" for a, b in zip(runs, runs[1:])))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="List, verify and visualise a shard set.")
     parser.add_argument("shard_set", help="folder with manifest.json and shard-*.tar")
@@ -72,19 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     truncated = manifest.get("truncated", [])  # tool_version >= 1.1
     print(f"inputs {manifest['inputs']}, packed {manifest['packed']} ({len(truncated)} truncated), "
           f"failed {len(manifest['failed'])}, shards {len(manifest['shards'])}")
-    bad = 0
-    for shard in manifest["shards"]:
-        path = folder / shard["name"]
-        if args.no_verify:
-            status = "present" if path.is_file() else "MISSING"
-        else:
-            status = "MISSING" if not path.is_file() else ("ok" if sha256_file(path) == shard["sha256"] else "BAD")
-        bad += status in ("MISSING", "BAD")
-        print(f"  {shard['name']}  {shard['samples']:5d} samples  sha256 {shard['sha256'][:12]}…  {status}")
-    for t in truncated:
-        print(f"  truncated: {t['input']}: {t['frames']} of {t['declared_frames']} declared frames")
-    for failed in manifest["failed"]:
-        print(f"  failed: {failed['input']}: {failed['reason']}")
+    bad = print_shards(folder, manifest, verify=not args.no_verify)
     if bad:
         print(f"error: {bad} shard(s) missing or failing their checksum", file=sys.stderr)
         return 1
@@ -93,18 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no sample {args.sample} to decode")
         return 0
     meta = json.loads(sample["json"])
-    shown = {k: v for k, v in meta.items() if k not in ("frame_labels", "frame_label_idx", "superpixels")}
-    print(f"sample {args.sample}: key {sample['__key__']}: {json.dumps(shown, sort_keys=True)}")
-    for algo, sp in meta["superpixels"].items():
-        print(f"  superpixels {algo}: {len(sp['frame_index'])} frames (stride "
-              f"{sp['frame_index'][1] - sp['frame_index'][0] if len(sp['frame_index']) > 1 else '-'}), {sp['params']}")
-    if "frame_labels" in meta:
-        runs, prev = [], None
-        for i, name in enumerate(meta["frame_labels"] + [None]):
-            if name != prev:
-                runs.append([name, i])
-                prev = name
-        print("  frame labels: " + ", ".join(f"{a[0]} [{a[1]}, {b[1]})" for a, b in zip(runs, runs[1:])))
+    print_sample(args.sample, sample["__key__"], meta)
     algo = args.algo or next(iter(meta["superpixels"]), None)
     if algo is not None and algo not in meta["superpixels"]:
         print(f"error: sample has no '{algo}' superpixels (has: {', '.join(meta['superpixels'])})", file=sys.stderr)
