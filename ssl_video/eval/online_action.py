@@ -270,6 +270,28 @@ def confusion_image(conf: np.ndarray, classes: Sequence[str], cell: int = 48) ->
     return np.asarray(img)
 
 
+def write_outputs(out: Path, res: dict, classes: list[str], writer) -> list[dict]:
+    """The confusion picture (PNG, TensorBoard), accuracy (TensorBoard), ``online_action.csv`` (all, mean per
+    class, each class) and ``confusion.csv``; returns the rows of ``online_action.csv``."""
+    from PIL import Image
+
+    from ssl_video.eval.common import write_csv
+
+    picture = confusion_image(res["confusion"], classes)
+    writer.add_image("online_action/confusion", picture.transpose(2, 0, 1), 0)
+    writer.add_scalar("online_action/accuracy", res["accuracy"], 0)
+    writer.close()
+    Image.fromarray(picture).save(out / "confusion.png")
+    rows = [{"class": "all", "accuracy": res["accuracy"], "chunks": int(res["support"].sum())},
+            {"class": "mean per class", "accuracy": res["balanced_accuracy"], "chunks": int(res["support"].sum())}]
+    rows += [{"class": name, "accuracy": float(acc), "chunks": int(n)}
+             for name, acc, n in zip(classes, res["per_class"], res["support"])]
+    write_csv(out / "online_action.csv", rows, ["class", "accuracy", "chunks"])
+    write_csv(out / "confusion.csv", [dict(zip(["true", *classes], [name, *map(int, r)]))
+                                      for name, r in zip(classes, res["confusion"])], ["true", *classes])
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status."""
     from ssl_video import cli
@@ -285,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = cli.load(args)
     from ssl_video.config import ConfigError
     from ssl_video.device import resolve_device
-    from ssl_video.eval.common import fail, format_table, load_backbone, summary_writer, write_csv
+    from ssl_video.eval.common import fail, format_table, load_backbone, summary_writer
     from ssl_video.eval.outputs import output_dir
 
     try:
@@ -312,20 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         writer.close()
         return fail(str(exc))
-    picture = confusion_image(res["confusion"], classes)
-    writer.add_image("online_action/confusion", picture.transpose(2, 0, 1), 0)
-    writer.add_scalar("online_action/accuracy", res["accuracy"], 0)
-    writer.close()
-    from PIL import Image
-
-    Image.fromarray(picture).save(out / "confusion.png")
-    rows = [{"class": "all", "accuracy": res["accuracy"], "chunks": int(res["support"].sum())},
-            {"class": "mean per class", "accuracy": res["balanced_accuracy"], "chunks": int(res["support"].sum())}]
-    rows += [{"class": name, "accuracy": float(acc), "chunks": int(n)}
-             for name, acc, n in zip(classes, res["per_class"], res["support"])]
-    write_csv(out / "online_action.csv", rows, ["class", "accuracy", "chunks"])
-    write_csv(out / "confusion.csv", [dict(zip(["true", *classes], [name, *map(int, r)]))
-                                      for name, r in zip(classes, res["confusion"])], ["true", *classes])
+    rows = write_outputs(out, res, classes, writer)
     mode = "finetuned" if ocfg.finetune else "frozen"
     print(f"backbone: {info['backbone']} ({mode}) from {info['source']}; {ocfg.model}, {ocfg.chunk_len}-frame chunks "
           f"at {ocfg.crop_size}², training augmentation {'on' if ocfg.augment else 'off'}")
