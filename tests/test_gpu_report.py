@@ -42,7 +42,8 @@ def test_dry_run_measures_every_section_and_writes_json_and_markdown(tmp_path):
         # the dry run's stand-in for device memory: batches up to 2 "fit", so the search must land on 2
         assert row["largest_batch"] == 2 and row["batch"] == 2 and row["largest_batch_how"] == "bisected"
         assert row["flops"] > 0 and row["step_s"] > 0
-        assert row["clips_per_s"] == pytest.approx(row["batch"] / row["step_s"], rel=0.01)
+        # clips_per_s is rounded to 2 decimals: under load (steps of seconds) that is more than 1 %
+        assert row["clips_per_s"] == pytest.approx(row["batch"] / row["step_s"], abs=0.006)
     assert walk["walk_superpixel"]["flops"] < walk["walk_patch"]["flops"]  # one pass per frame vs one per patch
 
     equal = sections["walk_equal_batch"]

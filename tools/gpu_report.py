@@ -42,17 +42,8 @@ import traceback
 from pathlib import Path
 
 import torch
-from gpu_report_sections import (  # beside this file (the script's folder is on sys.path)
-    DRY,
-    SECTIONS,
-    SHARES,
-    Profile,
-    SectionTimeout,
-    measure,
-    one_line,
-    section_compile,
-    walk_builder,
-)
+from gpu_report_rows import DRY, Profile, SectionTimeout, measure, one_line, walk_builder  # beside this file
+from gpu_report_sections import SECTIONS, SHARES, section_compile
 
 from ssl_video import speed
 
