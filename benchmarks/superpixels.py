@@ -14,7 +14,9 @@ Quality: real frames have no ground truth, so each frame is composited from real
 object masks (ssl_video.synthetic.render) cut objects out of other real frames and paste them on this one; the masks
 are the ground truth (boundary recall, ASA, UE as in ssl_video.eval.superpixel_metrics). min_size_factor is 0.25 for
 every algorithm that has one (fast-slic's default; skimage and slic_fast default to 0.5), so all merge alike.
-On CUDA also slic_fast's frames/s (wall clock, batch ``--gpu-batch``).
+slic_fast's torch path (what CUDA runs) also gets a CPU row: one call on ``--torch-batch`` frames in a fresh
+process, frames/s per core and its peak memory. On CUDA also slic_fast's frames/s (wall clock, batch
+``--gpu-batch``).
 """
 
 from __future__ import annotations
@@ -127,9 +129,38 @@ def quality(frames: np.ndarray, masks: np.ndarray, algos: dict) -> dict:
     return out
 
 
+def _tile(frames: np.ndarray, batch: int) -> np.ndarray:
+    return np.concatenate([frames] * -(-batch // len(frames)))[:batch]
+
+
+def _status_kib(field: str) -> int:
+    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(field + ":"))
+    return int(line.split()[1])
+
+
+def _torch_path_child(frames: np.ndarray, n: int, m: float) -> tuple[float, float]:
+    torch.set_num_threads(1)
+    x = torch.from_numpy(frames)
+    Path("/proc/self/clear_refs").write_text("5")  # Linux: reset the peak resident size (VmHWM) to the current one
+    before = _status_kib("VmRSS")
+    start = time.process_time()
+    slic_fast(x, n_segments=n, compactness=m, min_size_factor=MIN_SIZE, backend="torch")
+    cpu = time.process_time() - start
+    return len(frames) / cpu, (_status_kib("VmHWM") - before) / 1024
+
+
+def torch_path_cpu(frames: np.ndarray, n: int, m: float, batch: int) -> tuple[float, float]:
+    """slic_fast's torch path (the code CUDA runs) on CPU, one batch of ``batch`` frames in a fresh process: frames/s
+    per core and the process's peak resident memory above what it held before the call, in MiB (Linux)."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_torch_path_child, (_tile(frames, batch), n, m))
+
+
 def cuda_rate(frames: np.ndarray, n: int, m: float, batch: int) -> float:
     """slic_fast frames/s on CUDA (wall clock, whole device), batch ``batch``."""
-    x = torch.from_numpy(np.concatenate([frames] * -(-batch // len(frames)))[:batch]).cuda()
+    x = torch.from_numpy(_tile(frames, batch)).cuda()
 
     def run() -> None:
         slic_fast(x, n_segments=n, compactness=m)
@@ -152,6 +183,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8, help="slic_fast batch")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--gpu-batch", type=int, default=256)
+    ap.add_argument("--torch-batch", type=int, default=64, help="batch of the torch-path row (0: no row)")
     ap.add_argument("--no-quality", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -175,6 +207,10 @@ def main() -> None:
                                        f"segments {q['segments']:.1f}")
             print(f"  {name:>18}: {med:7.1f} [{lo:6.1f}-{hi:6.1f}] frames/s/core  {med / peer:5.2f}x "
                   f"{'fast-slic' if 'fast-slic' in rates else 'skimage'}{qs}")
+        if args.torch_batch:
+            rate, peak = torch_path_cpu(frames, n, m, args.torch_batch)
+            print(f"  {'slic_fast torch':>18}: {rate:7.1f} frames/s/core, batch {args.torch_batch} in one call, peak "
+                  f"memory +{peak:.0f} MiB (the path CUDA runs, here on CPU; one run)")
         if torch.cuda.is_available():
             print(f"  {'slic_fast cuda':>18}: {cuda_rate(frames, n, m, args.gpu_batch):9.1f} frames/s "
                   f"({torch.cuda.get_device_name()}, batch {args.gpu_batch})")

@@ -155,12 +155,16 @@ def _features(rgb: torch.Tensor, compactness: float, rows: int, cols: int, step:
     return out
 
 
-def _nearest(feats: torch.Tensor, cand: torch.Tensor, dist: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
+def _nearest(feats: torch.Tensor, cand: torch.Tensor, dist: torch.Tensor, slot: torch.Tensor,
+             scratch: torch.Tensor) -> torch.Tensor:
     """Per pixel of ``feats`` ``(B, 6, P)``, its L1 distance ``|d_lab| / m + |d_xy| / S`` to the nearest of its cell's
     9 candidates ``cand`` ``(B, 9, 5)``, with the candidate's slot 0..8 in the low 4 bits of the float, ``(B, P)``.
-    Padding pixels (weight 0) get distance 0 to every candidate: slot 0, whatever the centres do."""
-    diff = torch.sub(feats[:, None, :5], cand[:, :, :, None]).abs_()  # (B, 9, 5, P)
-    torch.sum(diff, 2, out=dist)  # summed over the 5 features in order, as the C kernel
+    ``dist`` and ``scratch`` are ``(B, 9, P)`` buffers. Padding pixels (weight 0) get distance 0 to every candidate:
+    slot 0, whatever the centres do."""
+    # feature by feature into (B, 9, P): a (B, 9, 5, P) difference would be 5x the memory (GiBs for a GPU batch)
+    torch.sub(feats[:, None, 0], cand[:, :, 0, None], out=dist).abs_()
+    for i in range(1, 5):  # summed over the 5 features in order, as the C kernel
+        dist.add_(torch.sub(feats[:, None, i], cand[:, :, i, None], out=scratch).abs_())
     dist.mul_(feats[:, None, 5])
     # argmin over 9 as one integer min: non-negative floats order like their bits; the slot goes in the low bits
     bits = dist.view(torch.int32)
@@ -227,7 +231,7 @@ def _cluster(feats: torch.Tensor, n: int, rows: int, cols: int, layout: tuple, i
     limit = tol * sub.shape[-1] * (b // n)  # changed pixels per frame under which a frame has converged
     prev, active = None, None if n == 1 else torch.ones(n, 1, 1, dtype=torch.bool, device=dev)
     for _ in range(iters - 1):
-        best = _nearest(sub, centres.candidates(), dist, slot)
+        best = _nearest(sub, centres.candidates(), dist, slot, onehot)  # onehot: free until below
         now = best & 15
         if prev is not None:
             moved = (now != prev).view(n, -1).sum(1)
@@ -242,7 +246,9 @@ def _cluster(feats: torch.Tensor, n: int, rows: int, cols: int, layout: tuple, i
         # one-hot of the nearest slot: the packed values are unique per pixel
         torch.eq(dist_bits, best.unsqueeze(1), out=onehot)
         centres.update(onehot, sub_t, active)
-    full = _nearest(feats, centres.candidates(), torch.empty(b, 9, p, device=dev), slot)
+    del dist, dist_bits, onehot  # the full assignment's buffers are larger
+    full_dist = torch.empty(b, 9, p, device=dev)
+    full = _nearest(feats, centres.candidates(), full_dist, slot, torch.empty_like(full_dist))
     return local.gather(1, (full & 15).long()), centres.values
 
 
