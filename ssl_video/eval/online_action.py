@@ -280,7 +280,6 @@ def write_outputs(out: Path, res: dict, classes: list[str], writer) -> list[dict
     picture = confusion_image(res["confusion"], classes)
     writer.add_image("online_action/confusion", picture.transpose(2, 0, 1), 0)
     writer.add_scalar("online_action/accuracy", res["accuracy"], 0)
-    writer.close()
     Image.fromarray(picture).save(out / "confusion.png")
     rows = [{"class": "all", "accuracy": res["accuracy"], "chunks": int(res["support"].sum())},
             {"class": "mean per class", "accuracy": res["balanced_accuracy"], "chunks": int(res["support"].sum())}]
@@ -335,6 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         writer.close()
         return fail(str(exc))
     rows = write_outputs(out, res, classes, writer)
+    writer.close()
     mode = "finetuned" if ocfg.finetune else "frozen"
     print(f"backbone: {info['backbone']} ({mode}) from {info['source']}; {ocfg.model}, {ocfg.chunk_len}-frame chunks "
           f"at {ocfg.crop_size}², training augmentation {'on' if ocfg.augment else 'off'}")
