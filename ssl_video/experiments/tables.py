@@ -15,11 +15,12 @@ def _stats(values: list[float]) -> tuple[float, float] | None:
 
 
 def measures(exp: dict, column: str | None) -> list[str]:
-    """What a table entry reports: the metric per probe column (judo) and the extra evaluations' measures, else the
-    table's columns."""
+    """What a table entry reports: per probe column (judo) the metric, the evaluation's other measures
+    (``also_report``) and the extra evaluations' measures, else the table's columns."""
     if not column:
         return list(exp["columns"])
-    return [exp["metric"], *(m for names in (exp.get("extra_evaluations") or {}).values() for m in names)]
+    extras = (m for names in (exp.get("extra_evaluations") or {}).values() for m in names)
+    return [exp["metric"], *exp.get("also_report", []), *extras]
 
 
 def published(exp: dict, row: str, column: str | None, measure: str):

@@ -155,7 +155,8 @@ def test_a_finished_cell_is_reused_not_rerun(tmp_path):
 def test_table_reports_mean_and_sd_over_seeds_beside_the_published_number(tmp_path, capsys):
     exp = reproduce.load_experiment("judo_table")
     accs = {"moco": [70.0, 74.0, 75.5], "random": [50.0, 52.0, 51.0]}
-    cells = [_cell_with_result(tmp_path, row, "gru", s, {"accuracy": a, "train_wall_s": 30.0,
+    cells = [_cell_with_result(tmp_path, row, "gru", s, {"accuracy": a, "train_wall_s": 30.0, "majority": 32.3,
+                                                         "mean_per_class": 20.0 + s,
                                                          "retrieval_top1": 0.1 * (s + 1), "retrieval_top5": 0.5})
              for row, values in accs.items() for s, a in enumerate(values)]
     cells.append(Cell("judo_table", "moco", "x3d", 0, str(tmp_path / "pending"), "online_action"))
@@ -170,6 +171,9 @@ def test_table_reports_mean_and_sd_over_seeds_beside_the_published_number(tmp_pa
     assert moco["values"]["accuracy"] == pytest.approx((statistics.mean(accs["moco"]), statistics.stdev(accs["moco"])))
     assert moco["published"]["accuracy"] == 75.95
     assert moco["values"]["retrieval_top1"] == pytest.approx((0.2, 0.1)) and moco["published"]["retrieval_top1"] is None
+    assert moco["values"]["mean_per_class"] == pytest.approx((21.0, 1.0))
+    assert moco["published"]["mean_per_class"] is None
+    assert moco["values"]["majority"] == pytest.approx((32.3, 0.0))
     assert "retrieval_top1" in text.splitlines()[1] and "0.200 ± 0.100" in next(
         ln for ln in text.splitlines() if ln.startswith("moco / gru"))
     line = next(ln for ln in text.splitlines() if ln.startswith("moco / gru"))
@@ -180,6 +184,9 @@ def test_table_reports_mean_and_sd_over_seeds_beside_the_published_number(tmp_pa
     assert per_cell[0].startswith("row,column,seed") and len(per_cell) == 1 + 6
     summary = paths["summary"].read_text().splitlines()
     assert next(s for s in summary if s.startswith("moco,gru,accuracy,")).endswith(",3,75.95")
+    assert any(s.startswith("moco,gru,mean_per_class,21.0,") for s in summary)
+    header = text.splitlines()[1]
+    assert header.index("accuracy (%) ours") < header.index("mean_per_class ours") < header.index("retrieval_top1")
     try:
         import matplotlib  # noqa: F401
     except ImportError:
